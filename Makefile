@@ -1,0 +1,203 @@
+# boxlite — plain GNU make. `make help` lists the targets.
+#
+# Layout of the build tree (BUILD, default build/):
+#   gen/            protoc-c output for proto/*.proto
+#   libblcommon.a   common/ (errors, logging, ttrpc) + generated protobuf code
+#   libboxlite.a    runtime/ (the engine), public header runtime/boxlite.h
+#   boxlite         the CLI (runtime/cli/)
+#   boxlite-agent   the guest agent, static (agent/)
+#   initramfs.cpio  the agent as /init
+#   vmlinux         the guest kernel (cached under /var/cache/boxlite/kernel)
+#   tests/          CUnit test programs (tests/unit, tests/integration)
+
+BUILD    ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= gcc
+SAN      ?=
+
+OPT      ?= -O2 -D_FORTIFY_SOURCE=2
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+            -Wno-unused-parameter
+SANFLAGS :=
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined
+OPT      := -O1 -fno-omit-frame-pointer $(SANFLAGS) -fno-sanitize-recover=undefined
+endif
+PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS   ?=
+CFLAGS   += -std=gnu17 -g -pthread -D_GNU_SOURCE $(OPT) $(WARN) \
+            -Icommon -Iruntime -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP
+LDFLAGS  += -pthread $(SANFLAGS)
+LIBS     := $(PKG_LIBS) -lcunit
+
+# Generated code is compiled with its own, looser warnings.
+GEN_CFLAGS = $(filter-out -Werror -Wmissing-prototypes,$(CFLAGS))
+
+PROTOS      := $(wildcard proto/*.proto)
+PROTO_C     := $(PROTOS:proto/%.proto=$(BUILD)/gen/%.pb-c.c)
+PROTO_H     := $(PROTO_C:.c=.h)
+COMMON_SRC  := $(wildcard common/*.c)
+RUNTIME_SRC := $(wildcard runtime/*.c)
+CLI_SRC     := $(wildcard runtime/cli/*.c)
+AGENT_SRC   := $(wildcard agent/*.c)
+SHIM_SRC    := $(wildcard shim/*.c)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+INTEG_SRC   := $(wildcard tests/integration/test_*.c)
+TESTLIB_SRC := $(wildcard tests/lib/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+COMMON_OBJ  := $(call obj,$(COMMON_SRC)) $(PROTO_C:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
+RUNTIME_OBJ := $(call obj,$(RUNTIME_SRC))
+TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+INTEG_BIN   := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
+
+PROGRAMS := $(BUILD)/boxlite
+ifneq ($(SHIM_SRC),)
+PROGRAMS += $(BUILD)/containerd-shim-boxlite-v2
+endif
+ifneq ($(SAN),1)
+PROGRAMS += $(BUILD)/boxlite-agent $(BUILD)/initramfs.cpio $(BUILD)/vmlinux
+endif
+
+.PHONY: all help deps kernel check check-unit check-asan check-integration format format-check \
+        install clean fuzz bench tests
+.DEFAULT_GOAL := all
+
+all: $(PROGRAMS) tests
+
+help:
+	@echo "make deps               install the Debian packages boxlite needs (apt-get)"
+	@echo "make                    build libraries, CLI, agent, initramfs, guest kernel, tests"
+	@echo "make check              unit tests, unit tests under ASan+UBSan, integration tests (root)"
+	@echo "make check-unit         unit tests only (no VM, no root)"
+	@echo "make install            install under DESTDIR/PREFIX"
+	@echo "make format|format-check  clang-format the sources / check they are"
+	@echo "make fuzz               build and run the libFuzzer targets (FUZZ_SECONDS=60)"
+	@echo "make bench              benchmarks (figures beside their baselines)"
+
+deps:
+	packaging/install-deps.sh
+
+# ---------------------------------------------------------------- generated
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen -Iproto $<
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(GEN_CFLAGS) -c $< -o $@
+
+# Every object may include generated headers.
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# ---------------------------------------------------------------- libraries
+$(BUILD)/libblcommon.a: $(COMMON_OBJ)
+	$(AR) rcs $@ $^
+
+$(BUILD)/libboxlite.a: $(RUNTIME_OBJ)
+	$(AR) rcs $@ $^
+
+LINK_LIBS := $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a
+
+# ---------------------------------------------------------------- programs
+$(BUILD)/boxlite: $(call obj,$(CLI_SRC)) $(LINK_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/containerd-shim-boxlite-v2: $(call obj,$(SHIM_SRC)) $(LINK_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The agent is PID 1 of the guest: static, no libvirt, no NSS.
+# libblagent.a: the agent minus main(), also linked by tests/unit/test_agent_*.
+AGENT_LIB_SRC := $(filter-out agent/main.c,$(AGENT_SRC))
+$(BUILD)/libblagent.a: $(call obj,$(AGENT_LIB_SRC))
+	$(AR) rcs $@ $^
+
+$(BUILD)/boxlite-agent: $(call obj,agent/main.c) $(BUILD)/libblagent.a $(BUILD)/libblcommon.a
+	$(CC) -static $(LDFLAGS) -o $@ $^ -lprotobuf-c -lcap -ljson-c
+
+$(BUILD)/initramfs.cpio: $(BUILD)/boxlite-agent packaging/mkinitramfs.sh
+	packaging/mkinitramfs.sh $(BUILD)/boxlite-agent $@
+
+$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh
+	guest-kernel-config/build.sh $@
+
+kernel: $(BUILD)/vmlinux
+
+# ---------------------------------------------------------------- tests
+tests: $(UNIT_BIN) $(if $(filter 1,$(SAN)),,$(INTEG_BIN))
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(TESTLIB_OBJ) $(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# Agent unit tests reach the agent's internals (headers in agent/).
+$(BUILD)/tests/unit/test_agent_%: tests/unit/test_agent_%.c $(TESTLIB_OBJ) $(BUILD)/libblagent.a \
+		$(BUILD)/libblcommon.a | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(BUILD)/libblagent.a \
+	  $(BUILD)/libblcommon.a $(LIBS)
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_OBJ) $(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+check: all
+	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
+	tests/run-tests.sh $(BUILD)
+
+check-unit: tests
+	tests/run-tests.sh --unit-only $(BUILD)
+
+check-asan:
+	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
+	tests/run-tests.sh --unit-only $(BUILD)/asan
+
+check-integration: all
+	tests/run-tests.sh --integration-only $(BUILD)
+
+# ---------------------------------------------------------------- fuzzing
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 60
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RUNTIME_SRC) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon -Iruntime \
+	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(RUNTIME_SRC) $(PROTO_C) $(PKG_LIBS) -pthread
+
+fuzz: $(FUZZ_BIN)
+	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
+
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c $(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LINK_LIBS) $(LIBS)
+
+bench: all $(BENCH_BIN)
+	bench/run.sh $(BUILD)
+
+# ---------------------------------------------------------------- misc
+SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(SOURCES)
+
+format-check:
+	clang-format --dry-run -Werror $(SOURCES)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/boxlite $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(filter-out %.cpio %vmlinux,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
+	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 runtime/boxlite.h $(DESTDIR)$(PREFIX)/include/
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

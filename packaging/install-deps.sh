@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs every Debian 12 package boxlite needs to build, test and run.
+# Idempotent; run as root (make deps).
+set -eu
+PKGS="
+build-essential pkg-config clang clang-format bc flex bison libelf-dev xz-utils cpio kmod
+linux-source-6.1
+qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-system libvirt-clients libvirt-dev
+libxml2-dev libjson-c-dev libarchive-dev libcap-dev libprotobuf-c-dev protobuf-c-compiler
+libcunit1-dev
+containerd runc
+busybox-static debootstrap e2fsprogs
+golang-go golang-github-containerd-ttrpc-dev
+procps psmisc iproute2 util-linux
+"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+	echo "deps: all installed"
+	exit 0
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,621 @@
+#include "vm.h"
+#include "bl_cleanup.h"
+#include "bl_log.h"
+#include "bl_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <libxml/xmlwriter.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_VIRTIOFSD "/usr/lib/qemu/virtiofsd"
+#define QEMU_BINARY	  "/usr/bin/qemu-system-x86_64"
+/* Arguments measured to shorten a TCG boot (see ARCHITECTURE.md, facts 4-5). */
+#define BASE_CMDLINE                                                                     \
+	"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable no_timer_check lpj=5000000 " \
+	"i8042.noaux 8250.nr_uarts=1 mitigations=off cryptomgr.notests"
+
+struct bl_vm {
+	virConnectPtr conn;
+	virDomainPtr dom;
+	bool embedded; /* conn is the process-wide embedded connection */
+};
+
+/*
+ * libvirt allows one embedded driver root per process, and it cannot be
+ * reopened elsewhere once opened. So every VM of a process shares one
+ * connection rooted at RUN_DIR/libvirt/<pid>, removed at process exit (or by
+ * the next process that finds its owner dead).
+ */
+static pthread_mutex_t embed_lock = PTHREAD_MUTEX_INITIALIZER;
+static virConnectPtr embed_conn;
+static char *embed_root;
+
+BL_DEFINE_CLEANUP(xmlTextWriter, xmlFreeTextWriter)
+BL_DEFINE_CLEANUP(xmlBuffer, xmlBufferFree)
+
+/* ------------------------------------------------------------ acceleration */
+
+static bool cpu_has_virt_flags(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/cpuinfo", "re");
+	if (!f)
+		return false;
+	char line[8192];
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5))
+			continue;
+		return strstr(line, " vmx") || strstr(line, " svm");
+	}
+	return false;
+}
+
+int bl_accel_choose(const char *override, bl_accel *ret, char *why, size_t why_len, bl_error_t *err)
+{
+	char dummy[8];
+	if (!why) {
+		why = dummy;
+		why_len = sizeof(dummy);
+	}
+	if (!override || !*override)
+		override = getenv("BOXLITE_ACCEL");
+	if (override && *override && strcmp(override, "auto")) {
+		if (!strcmp(override, "kvm"))
+			*ret = BL_ACCEL_KVM;
+		else if (!strcmp(override, "tcg"))
+			*ret = BL_ACCEL_TCG;
+		else
+			return bl_set_error(err, BL_EINVAL,
+					    "unknown accelerator '%s' (use kvm, tcg or auto)",
+					    override);
+		snprintf(why, why_len, "%s (explicitly requested)", bl_accel_name(*ret));
+		return 0;
+	}
+	_cleanup_close_ int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		*ret = BL_ACCEL_TCG;
+		snprintf(why, why_len, "tcg (/dev/kvm: %s)", strerror(errno));
+	} else if (!cpu_has_virt_flags()) {
+		*ret = BL_ACCEL_TCG;
+		snprintf(why, why_len,
+			 "tcg (/dev/kvm opens but the CPU shows neither vmx nor svm)");
+	} else {
+		*ret = BL_ACCEL_KVM;
+		snprintf(why, why_len, "kvm (/dev/kvm usable, CPU has vmx/svm)");
+	}
+	return 0;
+}
+
+const char *bl_accel_name(bl_accel a)
+{
+	return a == BL_ACCEL_KVM ? "kvm" : "tcg";
+}
+
+/* ------------------------------------------------------------ domain XML */
+
+#define W(call)                    \
+	do {                       \
+		if ((call) < 0)    \
+			goto fail; \
+	} while (0)
+
+static int start(xmlTextWriterPtr w, const char *el)
+{
+	return xmlTextWriterStartElement(w, BAD_CAST el);
+}
+
+static int attr(xmlTextWriterPtr w, const char *name, const char *value)
+{
+	return xmlTextWriterWriteAttribute(w, BAD_CAST name, BAD_CAST value);
+}
+
+static int end(xmlTextWriterPtr w)
+{
+	return xmlTextWriterEndElement(w);
+}
+
+static int text_el(xmlTextWriterPtr w, const char *el, const char *text)
+{
+	return xmlTextWriterWriteElement(w, BAD_CAST el, BAD_CAST text);
+}
+
+/* <el a1=v1 a2=v2 .../> with NULL-terminated name/value pairs. */
+static int empty_el(xmlTextWriterPtr w, const char *el, ...)
+{
+	va_list ap;
+	if (start(w, el) < 0)
+		return -1;
+	va_start(ap, el);
+	const char *name;
+	while ((name = va_arg(ap, const char *))) {
+		const char *value = va_arg(ap, const char *);
+		if (attr(w, name, value) < 0) {
+			va_end(ap);
+			return -1;
+		}
+	}
+	va_end(ap);
+	return end(w);
+}
+
+static int write_os(xmlTextWriterPtr w, const bl_vm_config *cfg)
+{
+	_cleanup_free_ char *cmdline =
+	    bl_asprintf("%s%s%s", BASE_CMDLINE, cfg->cmdline_extra ? " " : "",
+			cfg->cmdline_extra ? cfg->cmdline_extra : "");
+	W(start(w, "os"));
+	W(start(w, "type"));
+	W(attr(w, "arch", "x86_64"));
+	W(attr(w, "machine", "microvm"));
+	W(xmlTextWriterWriteString(w, BAD_CAST "hvm"));
+	W(end(w));
+	W(text_el(w, "kernel", cfg->kernel));
+	W(text_el(w, "initrd", cfg->initrd));
+	W(text_el(w, "cmdline", cmdline));
+	W(end(w));
+	return 0;
+fail:
+	return -1;
+}
+
+static int write_devices(xmlTextWriterPtr w, const bl_vm_config *cfg)
+{
+	W(start(w, "devices"));
+	W(text_el(w, "emulator", QEMU_BINARY));
+	/* microvm has no PCI: without these libvirt fails "No PCI buses available". */
+	W(empty_el(w, "controller", "type", "usb", "model", "none", NULL));
+	W(empty_el(w, "memballoon", "model", "none", NULL));
+	W(start(w, "controller"));
+	W(attr(w, "type", "virtio-serial"));
+	W(attr(w, "index", "0"));
+	W(empty_el(w, "address", "type", "virtio-mmio", NULL));
+	W(end(w));
+
+	W(start(w, "serial"));
+	W(attr(w, "type", "file"));
+	W(empty_el(w, "source", "path", cfg->console_log, NULL));
+	W(empty_el(w, "target", "type", "isa-serial", NULL));
+	W(end(w));
+
+	W(start(w, "channel"));
+	W(attr(w, "type", "unix"));
+	W(empty_el(w, "source", "mode", "bind", "path", cfg->agent_socket, NULL));
+	W(empty_el(w, "target", "type", "virtio", "name", "org.boxlite.agent", NULL));
+	W(empty_el(w, "address", "type", "virtio-serial", "controller", "0", "bus", "0", "port",
+		   "1", NULL));
+	W(end(w));
+
+	for (size_t i = 0; i < cfg->n_shares; i++) {
+		W(start(w, "filesystem"));
+		W(attr(w, "type", "mount"));
+		W(attr(w, "accessmode", "passthrough"));
+		W(empty_el(w, "driver", "type", "virtiofs", "queue", "1024", NULL));
+		W(empty_el(w, "binary", "path", cfg->virtiofsd ? cfg->virtiofsd : DEFAULT_VIRTIOFSD,
+			   "xattr", "off", NULL));
+		W(empty_el(w, "source", "dir", cfg->shares[i].dir, NULL));
+		W(empty_el(w, "target", "dir", cfg->shares[i].tag, NULL));
+		W(empty_el(w, "address", "type", "virtio-mmio", NULL));
+		W(end(w));
+	}
+
+	if (cfg->disk_image) {
+		W(start(w, "disk"));
+		W(attr(w, "type", "file"));
+		W(attr(w, "device", "disk"));
+		W(empty_el(w, "driver", "name", "qemu", "type", "raw", "cache", "unsafe", NULL));
+		W(empty_el(w, "source", "file", cfg->disk_image, NULL));
+		W(empty_el(w, "target", "dev", "vda", "bus", "virtio", NULL));
+		W(empty_el(w, "address", "type", "virtio-mmio", NULL));
+		W(end(w));
+	}
+
+	/* Entropy for the guest: without it early getrandom() can stall under TCG. */
+	W(start(w, "rng"));
+	W(attr(w, "model", "virtio"));
+	W(start(w, "backend"));
+	W(attr(w, "model", "random"));
+	W(xmlTextWriterWriteString(w, BAD_CAST "/dev/urandom"));
+	W(end(w));
+	W(empty_el(w, "address", "type", "virtio-mmio", NULL));
+	W(end(w));
+
+	W(end(w)); /* devices */
+	return 0;
+fail:
+	return -1;
+}
+
+static int write_domain(xmlTextWriterPtr w, const bl_vm_config *cfg)
+{
+	char num[32];
+	W(xmlTextWriterStartDocument(w, NULL, NULL, NULL));
+	W(start(w, "domain"));
+	W(attr(w, "type", cfg->accel == BL_ACCEL_KVM ? "kvm" : "qemu"));
+	W(attr(w, "xmlns:qemu", "http://libvirt.org/schemas/domain/qemu/1.0"));
+	W(text_el(w, "name", cfg->name));
+	snprintf(num, sizeof(num), "%u", cfg->memory_mib);
+	W(start(w, "memory"));
+	W(attr(w, "unit", "MiB"));
+	W(xmlTextWriterWriteString(w, BAD_CAST num));
+	W(end(w));
+	snprintf(num, sizeof(num), "%u", cfg->vcpus);
+	W(text_el(w, "vcpu", num));
+	/* virtio-fs needs guest RAM shared with virtiofsd. */
+	W(start(w, "memoryBacking"));
+	W(empty_el(w, "source", "type", "memfd", NULL));
+	W(empty_el(w, "access", "mode", "shared", NULL));
+	W(end(w));
+	W(write_os(w, cfg));
+	if (cfg->accel == BL_ACCEL_KVM)
+		W(empty_el(w, "cpu", "mode", "host-passthrough", NULL));
+	/* The guest ends the VM by rebooting; every way out destroys it. */
+	W(text_el(w, "on_poweroff", "destroy"));
+	W(text_el(w, "on_reboot", "destroy"));
+	W(text_el(w, "on_crash", "destroy"));
+	W(write_devices(w, cfg));
+	/* libvhost-user (virtiofsd) refuses legacy virtio-mmio devices. */
+	W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "commandline", NULL));
+	W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "arg", NULL));
+	W(attr(w, "value", "-global"));
+	W(end(w));
+	W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "arg", NULL));
+	W(attr(w, "value", "virtio-mmio.force-legacy=false"));
+	W(end(w));
+	W(end(w));
+	W(end(w)); /* domain */
+	W(xmlTextWriterEndDocument(w));
+	return 0;
+fail:
+	return -1;
+}
+
+static int check_config(const bl_vm_config *cfg, bl_error_t *err)
+{
+	if (!cfg->name || !*cfg->name || strlen(cfg->name) > 64)
+		return bl_set_error(err, BL_EINVAL, "VM name must be 1-64 characters");
+	if (!cfg->kernel || !cfg->initrd || !cfg->console_log || !cfg->agent_socket)
+		return bl_set_error(err, BL_EINVAL,
+				    "VM config lacks kernel, initrd, log or socket");
+	if (cfg->memory_mib < 32 || cfg->memory_mib > 1024 * 1024)
+		return bl_set_error(err, BL_EINVAL, "memory %u MiB out of range (32 MiB - 1 TiB)",
+				    cfg->memory_mib);
+	if (cfg->vcpus < 1 || cfg->vcpus > 64)
+		return bl_set_error(err, BL_EINVAL, "vcpus %u out of range (1-64)", cfg->vcpus);
+	if (cfg->console_log[0] != '/' || cfg->agent_socket[0] != '/')
+		return bl_set_error(err, BL_EINVAL, "console log and agent socket need absolute paths");
+	if (cfg->n_shares > BL_VM_MAX_SHARES)
+		return bl_set_error(err, BL_EINVAL, "too many shares");
+	for (size_t i = 0; i < cfg->n_shares; i++)
+		if (!cfg->shares[i].tag || !*cfg->shares[i].tag ||
+		    strlen(cfg->shares[i].tag) > 36 || !cfg->shares[i].dir)
+			return bl_set_error(err, BL_EINVAL, "share %zu: bad tag or directory", i);
+	return 0;
+}
+
+int bl_vm_domain_xml(const bl_vm_config *cfg, char **ret_xml, bl_error_t *err)
+{
+	int r = check_config(cfg, err);
+	if (r < 0)
+		return r;
+	_cleanup_(xmlBufferFreep) xmlBufferPtr buf = xmlBufferCreate();
+	if (!buf)
+		return bl_set_error(err, BL_ESYSTEM, "xmlBufferCreate failed");
+	_cleanup_(xmlFreeTextWriterp) xmlTextWriterPtr w = xmlNewTextWriterMemory(buf, 0);
+	if (!w)
+		return bl_set_error(err, BL_ESYSTEM, "xmlNewTextWriterMemory failed");
+	(void)xmlTextWriterSetIndent(w, 1);
+	if (write_domain(w, cfg) < 0)
+		return bl_set_error(err, BL_ESYSTEM, "writing domain XML failed");
+	xmlFreeTextWriter(steal_pointer(&w));
+	*ret_xml = bl_strdup((const char *)xmlBufferContent(buf));
+	return 0;
+}
+
+/* ------------------------------------------------------------ libvirt */
+
+static void quiet_libvirt(void *opaque, virErrorPtr e)
+{
+	(void)opaque;
+	(void)e;
+}
+
+const char *bl_vm_run_dir(void);
+
+static void *event_loop(void *arg)
+{
+	(void)arg;
+	for (;;)
+		(void)virEventRunDefaultImpl();
+	return NULL;
+}
+
+static pthread_once_t libvirt_once = PTHREAD_ONCE_INIT;
+static int libvirt_init_result;
+static void libvirt_init(void)
+{
+	/* Library code never prints: errors come back through bl_error_t, and the
+	 * embedded driver's own log goes to a file unless the user chose. */
+	virSetErrorFunc(NULL, quiet_libvirt);
+	if (!getenv("LIBVIRT_LOG_OUTPUTS")) {
+		_cleanup_free_ char *dir = bl_asprintf("%s/libvirt", bl_vm_run_dir());
+		_cleanup_free_ char *out = bl_asprintf("3:file:%s/libvirt.log", dir);
+		if (bl_mkdir_p(dir, 0711, NULL) == 0)
+			setenv("LIBVIRT_LOG_OUTPUTS", out, 0);
+	}
+	if (virInitialize() < 0 || virEventRegisterDefaultImpl() < 0) {
+		libvirt_init_result = -1;
+		return;
+	}
+	/* The embedded driver and domain events need a running event loop. */
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (pthread_create(&t, &attr, event_loop, NULL) != 0)
+		libvirt_init_result = -1;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+}
+
+static int virt_error(bl_error_t *err, const char *what)
+{
+	const char *m = virGetLastErrorMessage();
+	return bl_set_error(err, BL_EBACKEND, "%s: %s", what, m ? m : "unknown libvirt error");
+}
+
+const char *bl_vm_caps_cache_dir(void)
+{
+	const char *d = getenv("BOXLITE_CAPS_CACHE");
+	return d && *d ? d : "/var/cache/boxlite/libvirt-caps";
+}
+
+/* Copies the regular files of src into dst (created); best effort. */
+static void copy_dir_files(const char *src, const char *dst)
+{
+	_cleanup_closedir_ DIR *d = opendir(src);
+	if (!d || bl_mkdir_p(dst, 0700, NULL) < 0)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_REG)
+			continue;
+		_cleanup_free_ char *from = bl_asprintf("%s/%s", src, de->d_name);
+		_cleanup_free_ char *to = bl_asprintf("%s/%s", dst, de->d_name);
+		_cleanup_free_ char *tmp = bl_asprintf("%s.tmp.%d", to, (int)getpid());
+		_cleanup_free_ char *data = NULL;
+		size_t len = 0;
+		if (bl_read_file(from, 16 << 20, &data, &len, NULL) < 0)
+			continue;
+		if (bl_write_file(tmp, data, len, 0600, NULL) == 0 && rename(tmp, to) < 0)
+			(void)unlink(tmp);
+	}
+}
+
+static bool dir_has_files(const char *path)
+{
+	_cleanup_closedir_ DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		if (de->d_type == DT_REG)
+			return true;
+	return false;
+}
+
+const char *bl_vm_run_dir(void)
+{
+	const char *d = getenv("BOXLITE_RUN_DIR");
+	return d && *d ? d : "/run/boxlite";
+}
+
+const char *bl_vm_embed_root(void)
+{
+	return embed_root;
+}
+
+/* Removes the embedded roots of processes that no longer exist. */
+static void gc_dead_roots(const char *parent)
+{
+	_cleanup_closedir_ DIR *d = opendir(parent);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char *end = NULL;
+		long pid = strtol(de->d_name, &end, 10);
+		if (pid <= 0 || *end || pid == getpid() || kill((pid_t)pid, 0) == 0 ||
+		    errno != ESRCH)
+			continue;
+		_cleanup_free_ char *path = bl_asprintf("%s/%s", parent, de->d_name);
+		(void)bl_rm_rf(path, NULL);
+	}
+}
+
+static void embed_atexit(void)
+{
+	pthread_mutex_lock(&embed_lock);
+	virDomainPtr *doms = NULL;
+	int n = embed_conn ? virConnectListAllDomains(embed_conn, &doms, 0) : 0;
+	for (int i = 0; i < n; i++) {
+		(void)virDomainDestroy(doms[i]);
+		virDomainFree(doms[i]);
+	}
+	free(doms);
+	if (embed_conn)
+		virConnectClose(embed_conn);
+	embed_conn = NULL;
+	if (embed_root)
+		(void)bl_rm_rf(embed_root, NULL);
+	pthread_mutex_unlock(&embed_lock);
+}
+
+/* Logs go to plain files (no virtlogd needed). libvirt does not chown our
+ * files (kernel, initramfs, images are world-readable; a chown would touch
+ * shared files and leave xattrs behind). Otherwise Debian's defaults: QEMU
+ * runs as libvirt-qemu inside its seccomp sandbox. */
+static const char embed_qemu_conf[] = "stdio_handler = \"file\"\n"
+				      "dynamic_ownership = 0\n"
+				      "remember_owner = 0\n";
+
+static int embed_open(bl_error_t *err)
+{
+	if (embed_conn)
+		return 0;
+	_cleanup_free_ char *parent = bl_asprintf("%s/libvirt", bl_vm_run_dir());
+	int r = bl_mkdir_p(parent, 0711, err);
+	if (r < 0)
+		return bl_error_prefix(err, "libvirt root");
+	gc_dead_roots(parent);
+	_cleanup_free_ char *root = bl_asprintf("%s/%d", parent, (int)getpid());
+	_cleanup_free_ char *etc = bl_asprintf("%s/etc", root);
+	_cleanup_free_ char *conf = bl_asprintf("%s/qemu.conf", etc);
+	_cleanup_free_ char *caps = bl_asprintf("%s/cache/qemu/capabilities", root);
+	/* QEMU (libvirt-qemu) must traverse the root to its domain directory. */
+	if ((r = bl_mkdir_p(root, 0711, err)) < 0 || (r = bl_mkdir_p(etc, 0700, err)) < 0 ||
+	    (r = bl_write_file(conf, embed_qemu_conf, strlen(embed_qemu_conf), 0600, err)) < 0)
+		return bl_error_prefix(err, "libvirt root");
+	copy_dir_files(bl_vm_caps_cache_dir(), caps);
+	_cleanup_free_ char *uri = bl_asprintf("qemu:///embed?root=%s", root);
+	uint64_t t0 = bl_now_monotonic_ns();
+	embed_conn = virConnectOpen(uri);
+	if (!embed_conn) {
+		(void)bl_rm_rf(root, NULL);
+		return virt_error(err, uri);
+	}
+	bl_debug("libvirt: opened %s in %llu ms", uri,
+		 (unsigned long long)((bl_now_monotonic_ns() - t0) / 1000000));
+	if (!embed_root)
+		atexit(embed_atexit);
+	free(embed_root);
+	embed_root = steal_pointer(&root);
+	return 0;
+}
+
+int bl_vm_open(const char *uri, bl_vm **ret, bl_error_t *err)
+{
+	pthread_once(&libvirt_once, libvirt_init);
+	if (libvirt_init_result < 0)
+		return virt_error(err, "initialize libvirt");
+	_cleanup_free_ bl_vm *vm = bl_malloc0(sizeof(*vm));
+	if (!uri || !*uri) {
+		pthread_mutex_lock(&embed_lock);
+		int r = embed_open(err);
+		if (r == 0) {
+			vm->conn = embed_conn;
+			virConnectRef(embed_conn);
+		}
+		pthread_mutex_unlock(&embed_lock);
+		if (r < 0)
+			return r;
+		vm->embedded = true;
+	} else {
+		vm->conn = virConnectOpen(uri);
+		if (!vm->conn)
+			return virt_error(err, uri);
+	}
+	*ret = steal_pointer(&vm);
+	return 0;
+}
+
+int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
+{
+	if (vm->dom)
+		return bl_set_error(err, BL_ESTATE, "VM already started");
+	/* QEMU resolves paths from its own working directory: make them absolute. */
+	_cleanup_free_ char *kernel = realpath(cfg->kernel, NULL);
+	if (!kernel)
+		return bl_set_error_errno(err, errno, "guest kernel %s", cfg->kernel);
+	_cleanup_free_ char *initrd = realpath(cfg->initrd, NULL);
+	if (!initrd)
+		return bl_set_error_errno(err, errno, "guest initramfs %s", cfg->initrd);
+	bl_vm_config abs = *cfg;
+	abs.kernel = kernel;
+	abs.initrd = initrd;
+	_cleanup_free_ char *xml = NULL;
+	int r = bl_vm_domain_xml(&abs, &xml, err);
+	if (r < 0)
+		return r;
+	bl_debug("libvirt: domain XML:\n%s", xml);
+	uint64_t t0 = bl_now_monotonic_ns();
+	/* A remote connection's AUTODESTROY ends the domain when we go away; the
+	 * embedded driver lacks it, and embed_atexit() destroys ours instead. */
+	vm->dom = virDomainCreateXML(vm->conn, xml,
+				     vm->embedded ? 0 : VIR_DOMAIN_START_AUTODESTROY);
+	if (!vm->dom)
+		return virt_error(err, "create domain");
+	bl_info("libvirt: domain %s started in %llu ms (accel %s)", cfg->name,
+		(unsigned long long)((bl_now_monotonic_ns() - t0) / 1000000),
+		bl_accel_name(cfg->accel));
+	if (vm->embedded && !dir_has_files(bl_vm_caps_cache_dir())) {
+		_cleanup_free_ char *caps = bl_asprintf("%s/cache/qemu/capabilities", embed_root);
+		copy_dir_files(caps, bl_vm_caps_cache_dir());
+	}
+	return 0;
+}
+
+bool bl_vm_is_running(bl_vm *vm)
+{
+	return vm && vm->dom && virDomainIsActive(vm->dom) == 1;
+}
+
+int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err)
+{
+	uint64_t deadline = bl_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000ull;
+	while (bl_vm_is_running(vm)) {
+		if (timeout_ms >= 0 && bl_now_monotonic_ns() >= deadline)
+			return bl_set_error(err, BL_ETIMEOUT, "VM still running after %d ms",
+					    timeout_ms);
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+pid_t bl_vm_qemu_pid(bl_vm *vm)
+{
+	if (!vm || !vm->embedded || !vm->dom)
+		return 0;
+	const char *name = virDomainGetName(vm->dom);
+	_cleanup_free_ char *path = bl_asprintf("%s/run/qemu/%s.pid", embed_root, name);
+	_cleanup_free_ char *buf = NULL;
+	if (bl_read_file(path, 32, &buf, NULL, NULL) < 0)
+		return 0;
+	return (pid_t)atoi(buf);
+}
+
+int bl_vm_destroy(bl_vm *vm, bl_error_t *err)
+{
+	if (!vm || !vm->dom)
+		return 0;
+	int r = 0;
+	if (virDomainIsActive(vm->dom) == 1 && virDomainDestroy(vm->dom) < 0) {
+		virErrorPtr e = virGetLastError();
+		if (!e || (e->code != VIR_ERR_NO_DOMAIN && e->code != VIR_ERR_OPERATION_INVALID))
+			r = virt_error(err, "destroy domain");
+	}
+	virDomainFree(vm->dom);
+	vm->dom = NULL;
+	return r;
+}
+
+void bl_vm_free(bl_vm *vm)
+{
+	if (!vm)
+		return;
+	bl_error_t err = BL_ERROR_INIT;
+	if (bl_vm_destroy(vm, &err) < 0)
+		bl_warn("%s", err.msg);
+	if (vm->conn)
+		virConnectClose(vm->conn);
+	free(vm);
+}

@@ -1,0 +1,83 @@
+/*
+ * The VM layer of libboxlite: a transient QEMU microvm domain driven through
+ * libvirt (embedded driver by default, qemu:///system when asked), with
+ * virtio-fs shares, the agent's virtio-serial channel and a console log.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "bl_error.h"
+
+#define BL_VM_MAX_SHARES 4
+
+typedef enum bl_accel {
+	BL_ACCEL_TCG = 0,
+	BL_ACCEL_KVM = 1,
+} bl_accel;
+
+/* KVM only when /dev/kvm opens read-write and the CPU flags show vmx or svm;
+ * TCG otherwise. `override` ("kvm", "tcg", NULL/"" = $BOXLITE_ACCEL or auto)
+ * wins. `why` (may be NULL) receives a one-line reason for the choice. */
+int bl_accel_choose(const char *override, bl_accel *ret, char *why, size_t why_len,
+		    bl_error_t *err);
+const char *bl_accel_name(bl_accel a);
+
+typedef struct bl_vm_share {
+	const char *tag; /* mount tag seen by the guest */
+	const char *dir; /* host directory */
+} bl_vm_share;
+
+typedef struct bl_vm_config {
+	const char *name;        /* domain name, unique on the connection */
+	const char *kernel;      /* uncompressed vmlinux (PVH entry) */
+	const char *initrd;      /* initramfs with the agent as /init */
+	const char *cmdline_extra; /* appended to the built-in kernel arguments */
+	unsigned memory_mib;
+	unsigned vcpus;
+	bl_accel accel;
+	const char *console_log; /* file the guest's serial console is written to */
+	const char *agent_socket; /* unix socket libvirt binds for the agent channel */
+	bl_vm_share shares[BL_VM_MAX_SHARES];
+	size_t n_shares;
+	const char *virtiofsd;   /* NULL: /usr/lib/qemu/virtiofsd */
+	const char *disk_image;  /* optional raw image attached as virtio-blk (vda) */
+} bl_vm_config;
+
+/* Builds the domain XML with an escaping writer; *ret_xml is malloc'd. */
+int bl_vm_domain_xml(const bl_vm_config *cfg, char **ret_xml, bl_error_t *err);
+
+typedef struct bl_vm bl_vm;
+
+/*
+ * Opens a libvirt connection. uri NULL or "" means libvirt's embedded driver
+ * (no daemon): one root per process, RUN_DIR/libvirt/<pid>, shared by all the
+ * process's VMs, seeded from the warm capabilities cache so the first domain
+ * does not pay QEMU's capability probe, and removed at process exit (roots of
+ * dead processes are removed by the next one). Any other URI (for example
+ * "qemu:///system") is used as given.
+ */
+int bl_vm_open(const char *uri, bl_vm **ret, bl_error_t *err);
+/* The process's embedded root, or NULL before the first embedded open. */
+const char *bl_vm_embed_root(void);
+/* $BOXLITE_RUN_DIR or /run/boxlite. */
+const char *bl_vm_run_dir(void);
+/* Creates and starts the transient domain (QEMU + virtiofsd). */
+int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err);
+/* True while the domain exists and runs. */
+bool bl_vm_is_running(bl_vm *vm);
+/* Waits until the domain is gone (guest rebooted) or timeout_ms passes
+ * (-1: forever). Returns 0 when gone, BL_ETIMEOUT otherwise. */
+int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err);
+/* QEMU's pid on the host, or 0 when unknown. */
+pid_t bl_vm_qemu_pid(bl_vm *vm);
+/* Destroys the domain if it still exists (kills QEMU; libvirt stops
+ * virtiofsd and removes its sockets). Idempotent. */
+int bl_vm_destroy(bl_vm *vm, bl_error_t *err);
+/* Destroys the domain and drops the connection. Accepts NULL. */
+void bl_vm_free(bl_vm *vm);
+
+/* Directory holding the shared warm capabilities cache. */
+const char *bl_vm_caps_cache_dir(void);
