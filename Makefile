@@ -64,14 +64,16 @@ ifneq ($(SAN),1)
 PROGRAMS += $(BUILD)/boxlite-agent $(BUILD)/initramfs.cpio $(BUILD)/vmlinux
 endif
 
-.PHONY: all help deps kernel check check-unit check-asan check-integration format format-check \
+.PHONY: all help setup deps image test-images kernel check check-unit check-asan check-integration format format-check \
         install clean fuzz bench tests
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) tests
 
 help:
+	@echo "make setup              deps + everything + default image, then runs a first sandbox"
 	@echo "make deps               install the Debian packages boxlite needs (apt-get)"
+	@echo "make image              build the default image (Debian 12 + python3) into the store"
 	@echo "make                    build libraries, CLI, agent, initramfs, guest kernel, tests"
 	@echo "make check              unit tests, unit tests under ASan+UBSan, integration tests (root)"
 	@echo "make check-unit         unit tests only (no VM, no root)"
@@ -82,6 +84,20 @@ help:
 
 deps:
 	packaging/install-deps.sh
+	packaging/host-setup.sh
+
+# The first of the README's two commands: everything, then a first sandbox.
+setup: deps
+	$(MAKE) all image
+	$(BUILD)/boxlite run --python 'print("hello from a boxlite sandbox")'
+
+# The default image (Debian 12 + python3) in the image store.
+image:
+	packaging/build-default-image.sh
+
+# Small busybox images in every form the image layer reads (no network).
+test-images:
+	packaging/build-test-images.sh $(BUILD)/test-images
 
 # ---------------------------------------------------------------- generated
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
@@ -148,7 +164,7 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_OBJ) $(LINK_LIBS) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
 
-check: all
+check: all image test-images
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
 	tests/run-tests.sh $(BUILD)
 
@@ -159,7 +175,7 @@ check-asan:
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
 	tests/run-tests.sh --unit-only $(BUILD)/asan
 
-check-integration: all
+check-integration: all image test-images
 	tests/run-tests.sh --integration-only $(BUILD)
 
 # ---------------------------------------------------------------- fuzzing
@@ -170,6 +186,12 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RUNTIME_SRC) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon -Iruntime \
 	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(RUNTIME_SRC) $(PROTO_C) $(PKG_LIBS) -pthread
+
+# The ttrpc target needs only common/ and the generated code, not runtime/.
+$(BUILD)/fuzz/fuzz_ttrpc: tests/fuzz/fuzz_ttrpc.c $(COMMON_SRC) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon \
+	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) -pthread
 
 fuzz: $(FUZZ_BIN)
 	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
@@ -201,3 +223,6 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Keep intermediate objects (test helpers) between runs.
+.SECONDARY:

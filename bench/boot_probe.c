@@ -65,10 +65,16 @@ static int one_boot(const char *kernel, const char *initrd, const char *uri, int
 	if (bl_mkdir_p(share, 0755, &err) < 0 || chmod(dir, 0711) < 0)
 		return fprintf(stderr, "%s\n", err.msg), -1;
 	bl_vm_config cfg = {
-		.name = name, .kernel = kernel, .initrd = initrd,
-		.cmdline_extra = "boxlite.probe=rootfs", .memory_mib = 128, .vcpus = 1,
-		.console_log = log, .agent_socket = sock,
-		.shares = {{.tag = "rootfs", .dir = share}}, .n_shares = 1,
+	    .name = name,
+	    .kernel = kernel,
+	    .initrd = initrd,
+	    .cmdline_extra = "boxlite.probe=rootfs",
+	    .memory_mib = 128,
+	    .vcpus = 1,
+	    .console_log = log,
+	    .agent_socket = sock,
+	    .shares = {{.tag = "rootfs", .dir = share}},
+	    .n_shares = 1,
 	};
 	(void)bl_accel_choose(NULL, &cfg.accel, NULL, 0, NULL);
 	uint64_t t0 = bl_now_monotonic_ns();
@@ -100,7 +106,6 @@ out:
 	return rc;
 }
 
-
 static pid_t spawn(char *const argv[])
 {
 	pid_t pid = fork();
@@ -108,6 +113,7 @@ static pid_t spawn(char *const argv[])
 		int null = open("/dev/null", O_RDWR);
 		dup2(null, 0);
 		dup2(null, 1);
+		dup2(null, 2);
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -132,30 +138,61 @@ static int one_raw_boot(const char *kernel, const char *initrd, int i, double *m
 	_cleanup_free_ char *src = bl_asprintf("source=%s", share);
 	_cleanup_free_ char *vfs_path = bl_asprintf("--socket-path=%s", vfs);
 	_cleanup_free_ char *vfs_chr = bl_asprintf("socket,id=vfs,path=%s", vfs);
-	_cleanup_free_ char *agent_chr = bl_asprintf("socket,id=agent,path=%s,server=on,wait=off", sock);
+	_cleanup_free_ char *agent_chr =
+	    bl_asprintf("socket,id=agent,path=%s,server=on,wait=off", sock);
 	_cleanup_free_ char *serial = bl_asprintf("file:%s/console.log", dir);
-	_cleanup_free_ char *append = bl_asprintf("console=ttyS0 reboot=t panic=-1 quiet tsc=reliable "
-						  "no_timer_check lpj=5000000 i8042.noaux "
-						  "8250.nr_uarts=1 mitigations=off cryptomgr.notests "
-						  "boxlite.probe=rootfs");
+	_cleanup_free_ char *append =
+	    bl_asprintf("console=ttyS0 reboot=t panic=-1 quiet tsc=reliable "
+			"no_timer_check lpj=5000000 i8042.noaux "
+			"8250.nr_uarts=1 mitigations=off cryptomgr.notests "
+			"boxlite.probe=rootfs");
 	if (bl_mkdir_p(share, 0755, NULL) < 0)
 		return -1;
 	char *vargv[] = {"/usr/lib/qemu/virtiofsd", vfs_path, "-o", src, "-o", "cache=auto",
-			 "--thread-pool-size=1", NULL};
+			 "--thread-pool-size=1",    NULL};
 	uint64_t t0 = bl_now_monotonic_ns();
 	pid_t vpid = spawn(vargv);
 	for (int k = 0; k < 500 && access(vfs, F_OK) < 0; k++)
 		usleep(2000);
-	char *qargv[] = {"/usr/bin/qemu-system-x86_64", "-M", "microvm,memory-backend=mem",
-			 "-accel", "tcg", "-m", "128", "-smp", "1", "-nodefaults", "-no-user-config",
-			 "-display", "none", "-no-reboot", "-object",
-			 "memory-backend-memfd,id=mem,size=128M,share=on", "-global",
-			 "virtio-mmio.force-legacy=false", "-kernel", (char *)kernel, "-initrd",
-			 (char *)initrd, "-append", append, "-chardev", vfs_chr, "-device",
-			 "vhost-user-fs-device,chardev=vfs,tag=rootfs", "-device",
-			 "virtio-serial-device", "-chardev", agent_chr, "-device",
-			 "virtserialport,chardev=agent,name=org.boxlite.agent", "-serial", serial,
-			 "-device", "virtio-rng-device", NULL};
+	char *qargv[] = {"/usr/bin/qemu-system-x86_64",
+			 "-M",
+			 "microvm,memory-backend=mem,acpi=off",
+			 "-accel",
+			 "tcg",
+			 "-m",
+			 "128",
+			 "-smp",
+			 "1",
+			 "-nodefaults",
+			 "-no-user-config",
+			 "-display",
+			 "none",
+			 "-no-reboot",
+			 "-object",
+			 "memory-backend-memfd,id=mem,size=128M,share=on",
+			 "-global",
+			 "virtio-mmio.force-legacy=false",
+			 "-kernel",
+			 (char *)kernel,
+			 "-initrd",
+			 (char *)initrd,
+			 "-append",
+			 append,
+			 "-chardev",
+			 vfs_chr,
+			 "-device",
+			 "vhost-user-fs-device,chardev=vfs,tag=rootfs",
+			 "-device",
+			 "virtio-serial-device",
+			 "-chardev",
+			 agent_chr,
+			 "-device",
+			 "virtserialport,chardev=agent,name=org.boxlite.agent",
+			 "-serial",
+			 serial,
+			 "-device",
+			 "virtio-rng-device",
+			 NULL};
 	pid_t qpid = spawn(qargv);
 	int fd = -1, rc = -1;
 	for (int k = 0; k < 5000 && fd < 0; k++) {
@@ -187,7 +224,8 @@ int main(int argc, char **argv)
 	if (n < 1 || n > 1000)
 		return 2;
 	const char *uri = argc > 4 ? argv[4] : NULL;
-	double *create = calloc((size_t)n, sizeof(double)), *marker = calloc((size_t)n, sizeof(double)),
+	double *create = calloc((size_t)n, sizeof(double)),
+	       *marker = calloc((size_t)n, sizeof(double)),
 	       *total = calloc((size_t)n, sizeof(double));
 	int ok = 0;
 	if (uri && !strcmp(uri, "raw")) {
@@ -205,7 +243,8 @@ int main(int argc, char **argv)
 	if (!ok)
 		return 1;
 	printf("libvirt %-10s n=%d  create %.0f ms  marker %.0f ms  torn down %.0f ms (medians)\n",
-	       uri ? uri : "embedded", ok, median(create, ok), median(marker, ok), median(total, ok));
+	       uri ? uri : "embedded", ok, median(create, ok), median(marker, ok),
+	       median(total, ok));
 	free(create);
 	free(marker);
 	free(total);

@@ -66,19 +66,19 @@ void bl_error_clear(bl_error_t *err)
 const char *bl_code_name(bl_code code)
 {
 	static const char *const names[] = {
-		[BL_OK] = "ok",
-		[BL_EINVAL] = "invalid argument",
-		[BL_ETIMEOUT] = "timeout",
-		[BL_EOOM] = "out of memory",
-		[BL_ENOTFOUND] = "not found",
-		[BL_EBACKEND] = "backend failure",
-		[BL_EAGENTLOST] = "guest agent lost",
-		[BL_ESYSTEM] = "system error",
-		[BL_EPROTO] = "protocol error",
-		[BL_EEXIST] = "already exists",
-		[BL_ESTATE] = "invalid state",
-		[BL_ECANCELED] = "canceled",
-		[BL_EUNSUPPORTED] = "unsupported",
+	    [BL_OK] = "ok",
+	    [BL_EINVAL] = "invalid argument",
+	    [BL_ETIMEOUT] = "timeout",
+	    [BL_EOOM] = "out of memory",
+	    [BL_ENOTFOUND] = "not found",
+	    [BL_EBACKEND] = "backend failure",
+	    [BL_EAGENTLOST] = "guest agent lost",
+	    [BL_ESYSTEM] = "system error",
+	    [BL_EPROTO] = "protocol error",
+	    [BL_EEXIST] = "already exists",
+	    [BL_ESTATE] = "invalid state",
+	    [BL_ECANCELED] = "canceled",
+	    [BL_EUNSUPPORTED] = "unsupported",
 	};
 	if ((unsigned)code < sizeof(names) / sizeof(names[0]) && names[code])
 		return names[code];

@@ -10,16 +10,16 @@
 
 typedef enum bl_code {
 	BL_OK = 0,
-	BL_EINVAL = 1,     /* invalid argument or option */
+	BL_EINVAL = 1,	   /* invalid argument or option */
 	BL_ETIMEOUT = 2,   /* the sandbox or a call ran out of time */
-	BL_EOOM = 3,       /* the sandboxed program ran out of memory */
+	BL_EOOM = 3,	   /* the sandboxed program ran out of memory */
 	BL_ENOTFOUND = 4,  /* image, sandbox, container or process not found */
 	BL_EBACKEND = 5,   /* libvirt / QEMU / virtiofsd failure */
 	BL_EAGENTLOST = 6, /* the guest agent went away or broke protocol */
-	BL_ESYSTEM = 7,    /* a host system call failed (sys_errno says which) */
-	BL_EPROTO = 8,     /* malformed input from a peer, image or bundle */
-	BL_EEXIST = 9,     /* already exists */
-	BL_ESTATE = 10,    /* not valid in the object's current state */
+	BL_ESYSTEM = 7,	   /* a host system call failed (sys_errno says which) */
+	BL_EPROTO = 8,	   /* malformed input from a peer, image or bundle */
+	BL_EEXIST = 9,	   /* already exists */
+	BL_ESTATE = 10,	   /* not valid in the object's current state */
 	BL_ECANCELED = 11, /* interrupted by a signal or shutdown */
 	BL_EUNSUPPORTED = 12,
 } bl_code;
@@ -32,14 +32,17 @@ typedef struct bl_error {
 	char msg[BL_ERROR_MSG_MAX];
 } bl_error_t;
 
-#define BL_ERROR_INIT {.code = BL_OK, .sys_errno = 0, .msg = ""}
+#define BL_ERROR_INIT                                    \
+	{                                                \
+		.code = BL_OK, .sys_errno = 0, .msg = "" \
+	}
 
 /* Sets err (may be NULL) and returns -code, for `return bl_set_error(...)`. */
 int bl_set_error(bl_error_t *err, bl_code code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Like bl_set_error with BL_ESYSTEM, appending strerror(errnum). */
 int bl_set_error_errno(bl_error_t *err, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Prepends "context: " to err's message; returns -err->code. */
 int bl_error_prefix(bl_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void bl_error_clear(bl_error_t *err);

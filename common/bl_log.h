@@ -15,6 +15,6 @@ bl_log_level bl_log_get_level(void);
 void bl_log(bl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define bl_error_log(...) bl_log(BL_LOG_ERROR, __VA_ARGS__)
-#define bl_warn(...)      bl_log(BL_LOG_WARN, __VA_ARGS__)
-#define bl_info(...)      bl_log(BL_LOG_INFO, __VA_ARGS__)
-#define bl_debug(...)     bl_log(BL_LOG_DEBUG, __VA_ARGS__)
+#define bl_warn(...)	  bl_log(BL_LOG_WARN, __VA_ARGS__)
+#define bl_info(...)	  bl_log(BL_LOG_INFO, __VA_ARGS__)
+#define bl_debug(...)	  bl_log(BL_LOG_DEBUG, __VA_ARGS__)

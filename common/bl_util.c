@@ -65,7 +65,7 @@ int bl_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len, 
 int bl_write_file(const char *path, const void *buf, size_t len, int mode, bl_error_t *err)
 {
 	_cleanup_close_ int fd =
-		open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	    open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
 	if (fd < 0)
 		return bl_set_error_errno(err, errno, "create %s", path);
 	if (bl_write_full(fd, buf, len) < 0)

@@ -7,7 +7,17 @@
  * Clients use odd, increasing stream ids. Statuses are gRPC codes.
  *
  * Both ends work over any connected stream fd: a unix socket, AF_VSOCK, or a
- * virtio-serial port (the agent's channel when the host has no vhost-vsock).
+ * virtio-serial port (the agent's channel when the host has no vhost-vsock),
+ * a pty, or a pair of pipes. A non-socket fd is switched to O_NONBLOCK.
+ *
+ * SIGPIPE: the library never changes signal dispositions and never lets a
+ * write to a peer that has gone kill the process. Sockets are written with
+ * MSG_NOSIGNAL. Other fds (pipes, char devices) are written with SIGPIPE
+ * blocked in the writing thread; a SIGPIPE that write raised is consumed
+ * (sigtimedwait) before the thread's mask is restored, and the write fails
+ * with EPIPE (the connection closes, calls fail with BL_EAGENTLOST). A SIGPIPE
+ * already pending, or one aimed at a thread that blocks SIGPIPE itself, is
+ * left alone. Callers need not ignore SIGPIPE.
  */
 #pragma once
 
@@ -119,6 +129,8 @@ int ttrpc_server_listen_unix(ttrpc_server *srv, const char *path, bl_error_t *er
 int ttrpc_server_add_listener(ttrpc_server *srv, int listen_fd, bl_error_t *err);
 /* Takes ownership of an already-connected stream (a virtio-serial port). */
 int ttrpc_server_add_conn(ttrpc_server *srv, int fd, bl_error_t *err);
+/* Same over two one-way fds (a pair of pipes): reads rfd, writes wfd. Takes both. */
+int ttrpc_server_add_conn_pair(ttrpc_server *srv, int rfd, int wfd, bl_error_t *err);
 /* Serves in background threads. */
 int ttrpc_server_start(ttrpc_server *srv, bl_error_t *err);
 /* Stops accepting, closes connections, waits for running handlers. Idempotent,
@@ -132,6 +144,8 @@ typedef struct ttrpc_client ttrpc_client;
 
 /* Takes ownership of a connected stream fd. */
 ttrpc_client *ttrpc_client_new(int fd, bl_error_t *err);
+/* Same over two one-way fds (a pair of pipes): reads rfd, writes wfd. Takes both. */
+ttrpc_client *ttrpc_client_new_pair(int rfd, int wfd, bl_error_t *err);
 /* Connects to a unix socket path (an optional "unix://" prefix is accepted). */
 ttrpc_client *ttrpc_client_dial_unix(const char *path, bl_error_t *err);
 

@@ -292,12 +292,14 @@ static int check_config(const bl_vm_config *cfg, bl_error_t *err)
 	if (cfg->vcpus < 1 || cfg->vcpus > 64)
 		return bl_set_error(err, BL_EINVAL, "vcpus %u out of range (1-64)", cfg->vcpus);
 	if (cfg->console_log[0] != '/' || cfg->agent_socket[0] != '/')
-		return bl_set_error(err, BL_EINVAL, "console log and agent socket need absolute paths");
+		return bl_set_error(err, BL_EINVAL,
+				    "console log and agent socket need absolute paths");
 	if (cfg->n_shares > BL_VM_MAX_SHARES)
 		return bl_set_error(err, BL_EINVAL, "too many shares");
 	for (size_t i = 0; i < cfg->n_shares; i++)
 		if (!cfg->shares[i].tag || !*cfg->shares[i].tag ||
-		    strlen(cfg->shares[i].tag) > 36 || !cfg->shares[i].dir)
+		    strlen(cfg->shares[i].tag) > 36 || !cfg->shares[i].dir ||
+		    cfg->shares[i].dir[0] != '/')
 			return bl_set_error(err, BL_EINVAL, "share %zu: bad tag or directory", i);
 	return 0;
 }
@@ -382,36 +384,31 @@ const char *bl_vm_caps_cache_dir(void)
 	return d && *d ? d : "/var/cache/boxlite/libvirt-caps";
 }
 
-/* Copies the regular files of src into dst (created); best effort. */
-static void copy_dir_files(const char *src, const char *dst)
+/* Copies the regular files of src that are missing or older in dst (created);
+ * each lands by rename, so concurrent readers never see half a file. Best
+ * effort: a failure only costs a capability probe later. */
+static void copy_newer_files(const char *src, const char *dst)
 {
 	_cleanup_closedir_ DIR *d = opendir(src);
 	if (!d || bl_mkdir_p(dst, 0700, NULL) < 0)
 		return;
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		if (de->d_type != DT_REG)
+		if (de->d_type != DT_REG || strstr(de->d_name, ".tmp."))
 			continue;
 		_cleanup_free_ char *from = bl_asprintf("%s/%s", src, de->d_name);
 		_cleanup_free_ char *to = bl_asprintf("%s/%s", dst, de->d_name);
+		struct stat sf, st;
+		if (stat(from, &sf) < 0 || (stat(to, &st) == 0 && st.st_mtime >= sf.st_mtime))
+			continue;
 		_cleanup_free_ char *tmp = bl_asprintf("%s.tmp.%d", to, (int)getpid());
 		_cleanup_free_ char *data = NULL;
 		size_t len = 0;
 		if (bl_read_file(from, 16 << 20, &data, &len, NULL) < 0)
 			continue;
-		if (bl_write_file(tmp, data, len, 0600, NULL) == 0 && rename(tmp, to) < 0)
+		if (bl_write_file(tmp, data, len, 0600, NULL) < 0 || rename(tmp, to) < 0)
 			(void)unlink(tmp);
 	}
-}
-
-static bool dir_has_files(const char *path)
-{
-	_cleanup_closedir_ DIR *d = opendir(path);
-	struct dirent *de;
-	while (d && (de = readdir(d)))
-		if (de->d_type == DT_REG)
-			return true;
-	return false;
 }
 
 const char *bl_vm_run_dir(void)
@@ -484,7 +481,7 @@ static int embed_open(bl_error_t *err)
 	if ((r = bl_mkdir_p(root, 0711, err)) < 0 || (r = bl_mkdir_p(etc, 0700, err)) < 0 ||
 	    (r = bl_write_file(conf, embed_qemu_conf, strlen(embed_qemu_conf), 0600, err)) < 0)
 		return bl_error_prefix(err, "libvirt root");
-	copy_dir_files(bl_vm_caps_cache_dir(), caps);
+	copy_newer_files(bl_vm_caps_cache_dir(), caps);
 	_cleanup_free_ char *uri = bl_asprintf("qemu:///embed?root=%s", root);
 	uint64_t t0 = bl_now_monotonic_ns();
 	embed_conn = virConnectOpen(uri);
@@ -549,16 +546,18 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	uint64_t t0 = bl_now_monotonic_ns();
 	/* A remote connection's AUTODESTROY ends the domain when we go away; the
 	 * embedded driver lacks it, and embed_atexit() destroys ours instead. */
-	vm->dom = virDomainCreateXML(vm->conn, xml,
-				     vm->embedded ? 0 : VIR_DOMAIN_START_AUTODESTROY);
+	vm->dom =
+	    virDomainCreateXML(vm->conn, xml, vm->embedded ? 0 : VIR_DOMAIN_START_AUTODESTROY);
 	if (!vm->dom)
 		return virt_error(err, "create domain");
 	bl_info("libvirt: domain %s started in %llu ms (accel %s)", cfg->name,
 		(unsigned long long)((bl_now_monotonic_ns() - t0) / 1000000),
 		bl_accel_name(cfg->accel));
-	if (vm->embedded && !dir_has_files(bl_vm_caps_cache_dir())) {
+	/* libvirt re-probes QEMU when the cached capabilities are stale (new QEMU,
+	 * new libvirt, KVM access changed): share the fresh result. */
+	if (vm->embedded) {
 		_cleanup_free_ char *caps = bl_asprintf("%s/cache/qemu/capabilities", embed_root);
-		copy_dir_files(caps, bl_vm_caps_cache_dir());
+		copy_newer_files(caps, bl_vm_caps_cache_dir());
 	}
 	return 0;
 }

@@ -31,19 +31,19 @@ typedef struct bl_vm_share {
 } bl_vm_share;
 
 typedef struct bl_vm_config {
-	const char *name;        /* domain name, unique on the connection */
-	const char *kernel;      /* uncompressed vmlinux (PVH entry) */
-	const char *initrd;      /* initramfs with the agent as /init */
+	const char *name;	   /* domain name, unique on the connection */
+	const char *kernel;	   /* uncompressed vmlinux (PVH entry) */
+	const char *initrd;	   /* initramfs with the agent as /init */
 	const char *cmdline_extra; /* appended to the built-in kernel arguments */
 	unsigned memory_mib;
 	unsigned vcpus;
 	bl_accel accel;
-	const char *console_log; /* file the guest's serial console is written to */
+	const char *console_log;  /* file the guest's serial console is written to */
 	const char *agent_socket; /* unix socket libvirt binds for the agent channel */
 	bl_vm_share shares[BL_VM_MAX_SHARES];
 	size_t n_shares;
-	const char *virtiofsd;   /* NULL: /usr/lib/qemu/virtiofsd */
-	const char *disk_image;  /* optional raw image attached as virtio-blk (vda) */
+	const char *virtiofsd;	/* NULL: /usr/lib/qemu/virtiofsd */
+	const char *disk_image; /* optional raw image attached as virtio-blk (vda) */
 } bl_vm_config;
 
 /* Builds the domain XML with an escaping writer; *ret_xml is malloc'd. */

@@ -18,10 +18,10 @@
 #include <unistd.h>
 
 struct boot_env {
-	char *dir;     /* everything this test creates lives below */
-	char *share;   /* virtio-fs shared directory */
-	char *sock;    /* agent channel */
-	char *log;     /* console log */
+	char *dir;   /* everything this test creates lives below */
+	char *share; /* virtio-fs shared directory */
+	char *sock;  /* agent channel */
+	char *log;   /* console log */
 	char token[64];
 	char name[64];
 };
@@ -53,17 +53,17 @@ static void env_free(struct boot_env *e)
 static bl_vm_config env_config(struct boot_env *e, const char *kernel, const char *initrd)
 {
 	bl_vm_config cfg = {
-		.name = e->name,
-		.kernel = kernel,
-		.initrd = initrd,
-		.cmdline_extra = "boxlite.probe=rootfs",
-		.memory_mib = 128,
-		.vcpus = 1,
-		.accel = BL_ACCEL_TCG,
-		.console_log = e->log,
-		.agent_socket = e->sock,
-		.shares = {{.tag = "rootfs", .dir = e->share}},
-		.n_shares = 1,
+	    .name = e->name,
+	    .kernel = kernel,
+	    .initrd = initrd,
+	    .cmdline_extra = "boxlite.probe=rootfs",
+	    .memory_mib = 128,
+	    .vcpus = 1,
+	    .accel = BL_ACCEL_TCG,
+	    .console_log = e->log,
+	    .agent_socket = e->sock,
+	    .shares = {{.tag = "rootfs", .dir = e->share}},
+	    .n_shares = 1,
 	};
 	CU_ASSERT(bl_accel_choose(NULL, &cfg.accel, NULL, 0, NULL) == 0);
 	return cfg;
@@ -185,13 +185,13 @@ static void test_bad_kernel(void)
 int main(void)
 {
 	static const bl_test_case cases[] = {
-		/* qemu:///system first: once a process has loaded the embedded
-		 * driver, libvirt routes qemu:// URIs to it. */
-		{"boot_system", test_boot_system},
-		{"boot_embedded", test_boot_embedded},
-		{"missing_kernel", test_missing_kernel},
-		{"bad_kernel", test_bad_kernel},
-		{NULL, NULL},
+	    /* qemu:///system first: once a process has loaded the embedded
+	     * driver, libvirt routes qemu:// URIs to it. */
+	    {"boot_system", test_boot_system},
+	    {"boot_embedded", test_boot_embedded},
+	    {"missing_kernel", test_missing_kernel},
+	    {"bad_kernel", test_bad_kernel},
+	    {NULL, NULL},
 	};
 	return bl_test_run("boot", cases);
 }

@@ -26,12 +26,12 @@ const char *bl_test_build_dir(void);
 /* Makes a fresh temporary directory; returns a malloc'd path. */
 char *bl_test_tmpdir(const char *tag);
 
-#define BL_SKIP_UNLESS(cond, ...)                                                                  \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			bl_test_skip(__VA_ARGS__);                                                 \
-			return;                                                                    \
-		}                                                                                  \
+#define BL_SKIP_UNLESS(cond, ...)                  \
+	do {                                       \
+		if (!(cond)) {                     \
+			bl_test_skip(__VA_ARGS__); \
+			return;                    \
+		}                                  \
 	} while (0)
 
 /* Number of processes whose command line (NULs read as spaces) contains needle. */

@@ -1,0 +1,54 @@
+/*
+ * Spawning a container process. Everything is prepared in the (threaded)
+ * agent; the child of clone3 then uses system calls only (no malloc, no
+ * locks) until execve, and reports a failure through a CLOEXEC pipe.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "bl_error.h"
+#include "spec.h"
+
+typedef struct agent_launch {
+	bool is_init;
+	/* init only: a fresh set of namespaces rooted at rootfs */
+	const char *rootfs; /* agent path of the container root (a mount point) */
+	bool readonly;
+	const char *hostname; /* NULL: keep */
+	bool new_netns;
+	const agent_mount *mounts;
+	size_t n_mounts;
+	bool own_pty; /* terminal: a pty of the container's devpts (stdio ignored) */
+	/* exec only: join the namespaces of the container's init */
+	int init_pidfd;
+	/* common */
+	int cgroup_fd;
+	int stdio[3];
+	bool terminal;
+	char *const *argv;
+	char *const *envp;
+	const char *cwd;
+	uid_t uid;
+	gid_t gid;
+	const gid_t *gids;
+	size_t n_gids;
+	mode_t umask;
+	const agent_rlimit *rlimits;
+	size_t n_rlimits;
+	agent_caps caps;
+	bool no_new_privileges;
+	int oom_score_adj;
+} agent_launch;
+
+/* Opens what spawning needs later (the agent's own pid namespace). */
+int agent_launch_init(bl_error_t *err);
+/* Starts the child; returns its pid and pidfd, and the read end of the
+ * error pipe (read it with agent_launch_finish after registering the pid). */
+pid_t agent_launch_spawn(const agent_launch *l, int *ret_pidfd, int *ret_errfd, bl_error_t *err);
+/* Waits for the child's execve: 0 when it happened, else the child's error
+ * (BL_ENOTFOUND for a missing executable). Closes errfd. With ret_pty (for
+ * own_pty), also returns the pty master the child opened. */
+int agent_launch_finish(int errfd, const char *argv0, int *ret_pty, bl_error_t *err);

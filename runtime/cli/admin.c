@@ -1,0 +1,521 @@
+/* boxlite cp / stop / rm / ls / logs / info / check. */
+#include "cli.h"
+#include "bl_cleanup.h"
+#include "bl_log.h"
+#include "bl_util.h"
+#include "image.h"
+#include "sandbox_internal.h"
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <libvirt/libvirt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static bool want_help(int argc, char **argv, const char *help)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(help, stdout);
+			return true;
+		}
+	}
+	return false;
+}
+
+static const char *state_dir_arg(int *argc, char ***argv)
+{
+	/* --state-dir DIR may precede the operands of the admin commands. */
+	if (*argc >= 3 && !strcmp((*argv)[1], "--state-dir")) {
+		const char *d = (*argv)[2];
+		(*argv)[2] = (*argv)[0];
+		*argv += 2;
+		*argc -= 2;
+		return d;
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------ cp */
+
+static const char cp_help[] =
+    "usage: boxlite cp SRC DST\n"
+    "\n"
+    "Copies a file or directory into (DST = ID:DIR) or out of (SRC = ID:PATH) a\n"
+    "running sandbox. The destination is a directory that must exist; the copy\n"
+    "keeps the source's name. Uses tar on both sides (the image needs tar).\n";
+
+/* "ID:PATH" when the part before ':' names an existing sandbox. */
+static bool split_ref(const char *arg, const char *state_dir, char *id, size_t id_len,
+		      const char **path)
+{
+	const char *colon = strchr(arg, ':');
+	if (!colon || colon == arg || (size_t)(colon - arg) >= id_len ||
+	    memchr(arg, '/', (size_t)(colon - arg)))
+		return false;
+	snprintf(id, id_len, "%.*s", (int)(colon - arg), arg);
+	bl_sandbox_info info;
+	if (bl_sandbox_info_get(state_dir, id, &info, NULL) < 0)
+		return false;
+	*path = colon + 1;
+	return true;
+}
+
+static pid_t spawn_tar(char *const argv[], int in_fd, int out_fd)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (in_fd >= 0)
+			dup2(in_fd, 0);
+		if (out_fd >= 0)
+			dup2(out_fd, 1);
+		else
+			dup2(2, 1);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int wait_child(pid_t pid)
+{
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int cp_run(const char *id, const char *state_dir, const char *const *args, int in_fd,
+		  int out_fd)
+{
+	bl_error_t err = BL_ERROR_INIT;
+	bl_sandbox *sb = NULL;
+	if (bl_sandbox_attach(id, state_dir, &sb, &err) < 0)
+		return cli_fail(&err);
+	bl_process_options po = {.args = args, .stdin_open = in_fd >= 0};
+	bl_process *p = NULL;
+	bl_exit ex = {0};
+	int rc = 0;
+	if (bl_sandbox_exec(sb, &po, &p, &err) < 0)
+		rc = cli_fail(&err);
+	else if (bl_process_run_io(p, in_fd, out_fd >= 0 ? out_fd : 2, 2, &ex, &err) < 0)
+		rc = cli_fail(&err);
+	else
+		rc = ex.status;
+	bl_process_free(p);
+	bl_sandbox_destroy(sb);
+	return rc;
+}
+
+int cmd_cp(int argc, char **argv)
+{
+	if (want_help(argc, argv, cp_help))
+		return 0;
+	const char *state_dir = state_dir_arg(&argc, &argv);
+	if (argc != 3) {
+		cli_error("cp needs SRC and DST (see boxlite cp --help)");
+		return BL_EXIT_FAILURE;
+	}
+	char id[BL_SANDBOX_ID_MAX + 1];
+	const char *path = NULL;
+	int fds[2];
+	signal(SIGPIPE, SIG_IGN);
+	if (split_ref(argv[2], state_dir, id, sizeof(id), &path)) {
+		/* In: host tar -c | sandbox tar -x */
+		_cleanup_free_ char *a = bl_strdup(argv[1]), *b = bl_strdup(argv[1]);
+		if (access(argv[1], F_OK) < 0) {
+			cli_error("cp: %s: %s", argv[1], strerror(errno));
+			return BL_EXIT_FAILURE;
+		}
+		char *const host[] = {"tar", "-C", dirname(a), "-cf", "-", "--", basename(b), NULL};
+		const char *const guest[] = {"tar", "-C", *path ? path : "/", "-xf", "-", NULL};
+		if (pipe2(fds, O_CLOEXEC) < 0)
+			return BL_EXIT_FAILURE;
+		pid_t pid = spawn_tar(host, -1, fds[1]);
+		close(fds[1]);
+		int rc = cp_run(id, state_dir, guest, fds[0], -1);
+		close(fds[0]);
+		int hrc = wait_child(pid);
+		if (rc == 0 && hrc != 0) {
+			cli_error("cp: host tar failed (status %d)", hrc);
+			rc = BL_EXIT_FAILURE;
+		}
+		return rc;
+	}
+	if (split_ref(argv[1], state_dir, id, sizeof(id), &path)) {
+		/* Out: sandbox tar -c | host tar -x (GNU tar: no absolute names, no "..",
+		 * symlinks delayed; the archive is untrusted). */
+		struct stat st;
+		if (stat(argv[2], &st) < 0 || !S_ISDIR(st.st_mode)) {
+			cli_error("cp: destination %s is not a directory", argv[2]);
+			return BL_EXIT_FAILURE;
+		}
+		_cleanup_free_ char *a = bl_strdup(path), *b = bl_strdup(path);
+		const char *const guest[] = {"tar", "-C",	 dirname(a), "-cf",
+					     "-",   basename(b), NULL};
+		char *const host[] = {
+		    "tar", "-C", argv[2], "-xf", "-", "--no-same-owner", "--no-same-permissions",
+		    NULL};
+		if (pipe2(fds, O_CLOEXEC) < 0)
+			return BL_EXIT_FAILURE;
+		pid_t pid = spawn_tar(host, fds[0], -1);
+		close(fds[0]);
+		int rc = cp_run(id, state_dir, guest, -1, fds[1]);
+		close(fds[1]);
+		int hrc = wait_child(pid);
+		if (rc == 0 && hrc != 0) {
+			cli_error("cp: host tar failed (status %d)", hrc);
+			rc = BL_EXIT_FAILURE;
+		}
+		return rc;
+	}
+	cli_error("cp: one of SRC and DST must be ID:PATH of an existing sandbox");
+	return BL_EXIT_FAILURE;
+}
+
+/* ------------------------------------------------------------ stop / rm */
+
+static const char stop_help[] =
+    "usage: boxlite stop ID...\n"
+    "\n"
+    "Stops sandboxes: their VMs end, their logs stay until `boxlite rm`.\n";
+
+int cmd_stop(int argc, char **argv)
+{
+	if (want_help(argc, argv, stop_help))
+		return 0;
+	const char *state_dir = state_dir_arg(&argc, &argv);
+	if (argc < 2) {
+		cli_error("stop needs a sandbox id");
+		return BL_EXIT_FAILURE;
+	}
+	int rc = 0;
+	for (int i = 1; i < argc; i++) {
+		bl_error_t err = BL_ERROR_INIT;
+		bl_sandbox_info info;
+		if (bl_sandbox_info_get(state_dir, argv[i], &info, &err) < 0) {
+			rc = cli_fail(&err);
+			continue;
+		}
+		if (strcmp(info.status, "running"))
+			continue;
+		bl_sandbox *sb = NULL;
+		if (bl_sandbox_attach(argv[i], state_dir, &sb, &err) < 0 ||
+		    bl_sandbox_stop(sb, &err) < 0) {
+			rc = cli_fail(&err);
+		}
+		bl_sandbox_destroy(sb);
+		/* The monitor exits right after its VM; wait so `stop; rm` works. */
+		for (int k = 0; k < 1000 && info.pid > 0 && kill(info.pid, 0) == 0; k++)
+			usleep(10000);
+	}
+	return rc;
+}
+
+static const char rm_help[] = "usage: boxlite rm [-f] ID...\n"
+			      "\n"
+			      "Removes stopped or dead sandboxes; -f stops running ones first.\n";
+
+int cmd_rm(int argc, char **argv)
+{
+	if (want_help(argc, argv, rm_help))
+		return 0;
+	const char *state_dir = state_dir_arg(&argc, &argv);
+	bool force = false;
+	int i = 1;
+	if (i < argc && !strcmp(argv[i], "-f")) {
+		force = true;
+		i++;
+	}
+	if (i >= argc) {
+		cli_error("rm needs a sandbox id");
+		return BL_EXIT_FAILURE;
+	}
+	int rc = 0;
+	for (; i < argc; i++) {
+		bl_error_t err = BL_ERROR_INIT;
+		if (bl_sandbox_remove(state_dir, argv[i], force, &err) < 0)
+			rc = cli_fail(&err);
+	}
+	(void)bl_sandbox_gc(state_dir, NULL);
+	return rc;
+}
+
+/* ------------------------------------------------------------ ls / logs */
+
+static const char ls_help[] = "usage: boxlite ls\n"
+			      "\n"
+			      "Lists sandboxes (ID, STATUS, OWNER PID, CREATED, IMAGE). Sandboxes\n"
+			      "whose owner died are cleaned up first.\n";
+
+int cmd_ls(int argc, char **argv)
+{
+	if (want_help(argc, argv, ls_help))
+		return 0;
+	const char *state_dir = state_dir_arg(&argc, &argv);
+	bl_error_t err = BL_ERROR_INIT;
+	int gone = bl_sandbox_gc(state_dir, &err);
+	if (gone > 0)
+		bl_info("removed %d dead sandbox(es)", gone);
+	_cleanup_free_ bl_sandbox_info *v = NULL;
+	size_t n = 0;
+	if (bl_sandbox_list(state_dir, &v, &n, &err) < 0)
+		return cli_fail(&err);
+	printf("%-14s %-8s %-8s %-20s %s\n", "ID", "STATUS", "PID", "CREATED", "IMAGE");
+	for (size_t i = 0; i < n; i++) {
+		char when[32] = "-";
+		time_t t = (time_t)v[i].created;
+		struct tm tm;
+		if (t && localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("%-14s %-8s %-8d %-20s %s\n", v[i].id, v[i].status, (int)v[i].pid, when,
+		       v[i].image);
+	}
+	return 0;
+}
+
+static const char logs_help[] = "usage: boxlite logs ID\n"
+				"\n"
+				"Prints the guest console log of a sandbox (running or stopped).\n";
+
+int cmd_logs(int argc, char **argv)
+{
+	if (want_help(argc, argv, logs_help))
+		return 0;
+	const char *state_dir = state_dir_arg(&argc, &argv);
+	if (argc != 2) {
+		cli_error("logs needs one sandbox id");
+		return BL_EXIT_FAILURE;
+	}
+	bl_sandbox_info info;
+	bl_error_t err = BL_ERROR_INIT;
+	if (bl_sandbox_info_get(state_dir, argv[1], &info, &err) < 0)
+		return cli_fail(&err);
+	_cleanup_free_ char *path =
+	    bl_asprintf("%s/%s/console.log", bl_state_dir(state_dir), argv[1]);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		cli_error("no console log for %s", argv[1]);
+		return BL_EXIT_FAILURE;
+	}
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (bl_write_full(1, buf, (size_t)n) < 0)
+			break;
+	return 0;
+}
+
+/* ------------------------------------------------------------ info */
+
+static const char info_help[] =
+    "usage: boxlite info\n"
+    "\n"
+    "Prints the accelerator boxlite would choose and why, versions and\n"
+    "the paths it uses.\n";
+
+int cmd_info(int argc, char **argv)
+{
+	if (want_help(argc, argv, info_help))
+		return 0;
+	char why[200] = "";
+	bl_accel accel;
+	bl_error_t err = BL_ERROR_INIT;
+	if (bl_accel_choose(NULL, &accel, why, sizeof(why), &err) < 0)
+		return cli_fail(&err);
+	unsigned long lv = 0;
+	(void)virGetVersion(&lv, NULL, NULL);
+	_cleanup_free_ char *kernel = bl_default_kernel();
+	_cleanup_free_ char *initrd = bl_default_initrd();
+	_cleanup_free_ char *store = bl_image_store_path(NULL);
+	printf("boxlite:        %s\n", BOXLITE_VERSION);
+	printf("accelerator:    %s\n", why);
+	printf("libvirt:        %lu.%lu.%lu (default: embedded driver qemu:///embed)\n",
+	       lv / 1000000, lv / 1000 % 1000, lv % 1000);
+	printf("qemu:           /usr/bin/qemu-system-x86_64 -M microvm\n");
+	printf("guest kernel:   %s%s\n", kernel, access(kernel, R_OK) ? " (missing)" : "");
+	printf("guest initrd:   %s%s\n", initrd, access(initrd, R_OK) ? " (missing)" : "");
+	printf("state dir:      %s\n", bl_state_dir(NULL));
+	printf("image store:    %s\n", store);
+	printf("libvirt caps:   %s\n", bl_vm_caps_cache_dir());
+	return 0;
+}
+
+/* ------------------------------------------------------------ ping */
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Hidden: `boxlite __ping ID [N]` prints the median agent Ping round trip
+ * through the monitor in ms (the transport's share of an exec). */
+int cmd_ping(int argc, char **argv)
+{
+	if (argc < 2)
+		return BL_EXIT_FAILURE;
+	int n = argc > 2 ? atoi(argv[2]) : 20;
+	if (n < 1 || n > 10000)
+		n = 20;
+	bl_error_t err = BL_ERROR_INIT;
+	bl_sandbox *sb = NULL;
+	if (bl_sandbox_attach(argv[1], NULL, &sb, &err) < 0)
+		return cli_fail(&err);
+	double *ms = bl_malloc0((size_t)n * sizeof(double));
+	int rc = 0;
+	for (int i = 0; i < n && rc == 0; i++) {
+		uint64_t t0 = bl_now_monotonic_ns();
+		if (bl_agent_ping(sb->agent, NULL, 0, &err) < 0)
+			rc = cli_fail(&err);
+		ms[i] = (double)(bl_now_monotonic_ns() - t0) / 1e6;
+	}
+	if (rc == 0) {
+		qsort(ms, (size_t)n, sizeof(double), cmp_double);
+		printf("%.2f\n", ms[n / 2]);
+	}
+	free(ms);
+	bl_sandbox_destroy(sb);
+	return rc;
+}
+
+/* ------------------------------------------------------------ check */
+
+static const char check_help[] =
+    "usage: boxlite check\n"
+    "\n"
+    "Host self-test: boots the guest kernel and initramfs in a probe VM that\n"
+    "mounts a virtio-fs share and answers on the agent channel, then reports\n"
+    "OK with the timing, or what failed.\n";
+
+static int read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+	size_t used = 0;
+	uint64_t deadline = bl_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000ull;
+	while (used + 1 < len) {
+		uint64_t now = bl_now_monotonic_ns();
+		if (now >= deadline)
+			return -1;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, (int)((deadline - now) / 1000000) + 1) <= 0)
+			continue;
+		ssize_t n = read(fd, buf + used, 1);
+		if (n <= 0)
+			return -1;
+		if (buf[used] == '\n')
+			break;
+		used++;
+	}
+	buf[used] = '\0';
+	return (int)used;
+}
+
+static int connect_retry(const char *path, int timeout_ms)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	for (int waited = 0; waited <= timeout_ms; waited += 10) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		usleep(10000);
+	}
+	return -1;
+}
+
+static int probe_answer(const char *sock, const char *log, const char *token, const char *why,
+			uint64_t t0)
+{
+	int rc = BL_EXIT_FAILURE;
+	double started = (double)(bl_now_monotonic_ns() - t0) / 1e9;
+	int fd = connect_retry(sock, 5000);
+	char line[256] = "";
+	int n = fd >= 0 ? read_line(fd, line, sizeof(line), 60000) : -1;
+	double booted = (double)(bl_now_monotonic_ns() - t0) / 1e9;
+	_cleanup_free_ char *expect = bl_asprintf("BOXLITE-PROBE %s", token);
+	if (fd >= 0)
+		close(fd);
+	if (n > 0 && !strcmp(line, expect)) {
+		printf("OK: %s; VM started in %.2f s, guest answered over virtio-fs and the agent "
+		       "channel at %.2f s\n",
+		       why, started, booted);
+		rc = 0;
+	} else {
+		cli_error("check failed: no probe answer from the guest (console log below)");
+		_cleanup_free_ char *console = NULL;
+		if (bl_read_file(log, 1 << 20, &console, NULL, NULL) == 0)
+			fprintf(stderr, "%s\n", console);
+	}
+	return rc;
+}
+
+int cmd_check(int argc, char **argv)
+{
+	if (want_help(argc, argv, check_help))
+		return 0;
+	cli_log_setup(argc > 1 && !strcmp(argv[1], "-v"));
+	char tmpl[] = "/tmp/boxlite-check-XXXXXX";
+	if (!mkdtemp(tmpl)) {
+		cli_error("mkdtemp: %s", strerror(errno));
+		return BL_EXIT_FAILURE;
+	}
+	(void)chmod(tmpl, 0711);
+	_cleanup_free_ char *share = bl_asprintf("%s/share", tmpl);
+	_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", tmpl);
+	_cleanup_free_ char *log = bl_asprintf("%s/console.log", tmpl);
+	_cleanup_free_ char *probe = bl_asprintf("%s/.boxlite-probe", share);
+	_cleanup_free_ char *name = bl_asprintf("boxlite-check-%d", (int)getpid());
+	_cleanup_free_ char *kernel = bl_default_kernel();
+	_cleanup_free_ char *initrd = bl_default_initrd();
+	char token[64];
+	snprintf(token, sizeof(token), "check-%d-%ld", (int)getpid(), (long)time(NULL));
+	(void)mkdir(share, 0755);
+	bl_error_t err = BL_ERROR_INIT;
+	int rc = BL_EXIT_FAILURE;
+	bl_vm *vm = NULL;
+	bl_vm_config cfg = {
+	    .name = name,
+	    .kernel = kernel,
+	    .initrd = initrd,
+	    .cmdline_extra = "boxlite.probe=rootfs",
+	    .memory_mib = 128,
+	    .vcpus = 1,
+	    .console_log = log,
+	    .agent_socket = sock,
+	    .shares = {{.tag = "rootfs", .dir = share}},
+	    .n_shares = 1,
+	};
+	char why[200] = "";
+	uint64_t t0 = bl_now_monotonic_ns();
+	if (bl_write_file(probe, token, strlen(token), 0644, &err) < 0 ||
+	    bl_accel_choose(NULL, &cfg.accel, why, sizeof(why), &err) < 0 ||
+	    bl_vm_open(NULL, &vm, &err) < 0 || bl_vm_start(vm, &cfg, &err) < 0) {
+		rc = cli_fail(&err);
+		goto out;
+	}
+	rc = probe_answer(sock, log, token, why, t0);
+out:
+	bl_vm_free(vm);
+	(void)bl_rm_rf(tmpl, NULL);
+	return rc;
+}

@@ -1,0 +1,113 @@
+/* boxlite: run untrusted code in a micro-VM. Dispatches to the commands. */
+#include "cli.h"
+#include "bl_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: boxlite COMMAND [OPTIONS]\n"
+    "\n"
+    "Runs untrusted code in a QEMU micro-VM (one VM per sandbox).\n"
+    "\n"
+    "Commands:\n"
+    "  run [OPTIONS] [-- CMD [ARG...]]   run a command (or --python CODE) in a new sandbox\n"
+    "  create [OPTIONS] [--name N]       start a long-lived sandbox, print its id\n"
+    "  exec [-i] [-t] ID -- CMD [ARG...] run a command in a running sandbox\n"
+    "  cp SRC DST                        copy files in or out (ID:PATH on one side)\n"
+    "  stop ID                           stop a sandbox (its logs stay until rm)\n"
+    "  rm [-f] ID...                     remove sandboxes (-f: stop running ones first)\n"
+    "  ls                                list sandboxes (removes dead ones)\n"
+    "  logs ID                           print a sandbox's guest console log\n"
+    "  info                              accelerator choice, versions, paths\n"
+    "  check                             boot a probe VM: a host self-test\n"
+    "\n"
+    "`boxlite COMMAND --help` describes each command.\n"
+    "\n"
+    "Exit codes of run and exec:\n"
+    "  N        the command's own exit status\n"
+    "  128+N    the command was killed by signal N (130/143: boxlite got SIGINT/SIGTERM)\n"
+    "  121      the command ran out of memory (the sandbox's --memory limit)\n"
+    "  124      the sandbox's --timeout passed (its VM is destroyed)\n"
+    "  125      boxlite itself failed: bad option, image not found, VM or agent failure\n"
+    "  126      the command is not executable\n"
+    "  127      the command was not found\n"
+    "\n"
+    "Environment: BOXLITE_LOG=info|debug (or -v), BOXLITE_ACCEL=kvm|tcg,\n"
+    "BOXLITE_STATE_DIR (default " BL_DEFAULT_STATE_DIR "), BOXLITE_KERNEL, BOXLITE_INITRD,\n"
+    "BOXLITE_IMAGE_DIR (image store).\n";
+
+void cli_error(const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "boxlite: %s\n", buf);
+}
+
+int cli_fail(const bl_error_t *err)
+{
+	cli_error("%s", err->msg[0] ? err->msg : bl_code_name(err->code));
+	switch (err->code) {
+	case BL_ETIMEOUT:
+		return BL_EXIT_TIMEOUT;
+	case BL_EOOM:
+		return BL_EXIT_OOM;
+	default:
+		return BL_EXIT_FAILURE;
+	}
+}
+
+void cli_log_setup(bool verbose)
+{
+	const char *env = getenv("BOXLITE_LOG");
+	bl_log_level level = BL_LOG_WARN;
+	if (verbose)
+		level = BL_LOG_INFO;
+	if (env && !strcmp(env, "info"))
+		level = BL_LOG_INFO;
+	if (env && !strcmp(env, "debug"))
+		level = BL_LOG_DEBUG;
+	if (env && !strcmp(env, "error"))
+		level = BL_LOG_ERROR;
+	bl_log_setup(2, level, "boxlite");
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+} commands[] = {
+    {"run", cmd_run},	  {"create", cmd_create},     {"exec", cmd_exec},
+    {"cp", cmd_cp},	  {"stop", cmd_stop},	      {"rm", cmd_rm},
+    {"ls", cmd_ls},	  {"logs", cmd_logs},	      {"info", cmd_info},
+    {"check", cmd_check}, {"__monitor", cmd_monitor}, {"__ping", cmd_ping},
+};
+
+int main(int argc, char **argv)
+{
+	cli_log_setup(false);
+	/* Before any thread: see bl_host_prepare. */
+	if (argc >= 2 && strcmp(argv[1], "info"))
+		(void)bl_host_prepare();
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return BL_EXIT_FAILURE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("boxlite %s\n", BOXLITE_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	cli_error("unknown command '%s' (see boxlite --help)", argv[1]);
+	return BL_EXIT_FAILURE;
+}

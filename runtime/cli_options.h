@@ -1,0 +1,35 @@
+/*
+ * Option parsing of the `boxlite` CLI's run/create/exec commands, kept in the
+ * library so unit tests reach it.
+ */
+#pragma once
+
+#include <stdbool.h>
+
+#include "boxlite.h"
+
+enum {
+	BL_CLI_RUN = 1,	   /* run: sandbox options + command or --python */
+	BL_CLI_CREATE = 2, /* create: sandbox options + --name, optional command */
+	BL_CLI_EXEC = 3,   /* exec: process options + ID + command */
+};
+
+typedef struct bl_cli_opts {
+	bl_sandbox_options o;
+	char **env;	       /* owned strv, also o.env */
+	char **cmd;	       /* owned strv: the command after the options */
+	const char *python;    /* --python CODE ("-": read from stdin) */
+	const char *id;	       /* exec: the sandbox */
+	bool interactive, tty; /* -i, -t */
+	bool verbose;	       /* -v */
+	bool help;	       /* --help seen */
+} bl_cli_opts;
+
+/* Parses argv[0..argc) (argv[0] is the command name, e.g. "run"). Error
+ * messages name the offending option (BL_EINVAL). */
+int bl_cli_parse(int mode, int argc, char **argv, bl_cli_opts *ret, bl_error_t *err);
+void bl_cli_opts_clear(bl_cli_opts *o);
+
+/* Strict unsigned decimal with bounds; returns 0 or -BL_EINVAL. */
+int bl_cli_parse_uint(const char *what, const char *s, unsigned min, unsigned max, unsigned *ret,
+		      bl_error_t *err);

@@ -1,0 +1,746 @@
+/*
+ * Sandbox lifecycle: resolve the image, make the state directory, boot the VM,
+ * wait for the agent, set the guest up and create the container; and the way
+ * back, which releases everything on every path (also at the deadline and on
+ * cancellation).
+ */
+#include "sandbox_internal.h"
+#include "bl_cleanup.h"
+#include "bl_log.h"
+#include "bl_util.h"
+#include "image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <dirent.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A long-lived sandbox's init when the agent has no built-in pause process. */
+static const char *const pause_args[] = {
+    "/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done", NULL};
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(bl_now_monotonic_ns() - t0) / 1e6;
+}
+
+static char **strv_copy(const char *const *v)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	if (!v)
+		return NULL;
+	char **c = bl_malloc0((n + 1) * sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		c[i] = bl_strdup(v[i]);
+	return c;
+}
+
+/* ------------------------------------------------------------ paths */
+
+static char *exe_sibling(const char *name)
+{
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return NULL;
+	exe[n] = '\0';
+	char *p = bl_asprintf("%s/%s", dirname(exe), name);
+	if (access(p, R_OK) == 0)
+		return p;
+	free(p);
+	return NULL;
+}
+
+static char *default_guest_file(const char *env, const char *name)
+{
+	const char *e = getenv(env);
+	if (e && *e)
+		return bl_strdup(e);
+	const char *build = getenv("BOXLITE_BUILD");
+	if (build && *build) {
+		char *p = bl_asprintf("%s/%s", build, name);
+		if (access(p, R_OK) == 0)
+			return p;
+		free(p);
+	}
+	char *p = exe_sibling(name);
+	if (p)
+		return p;
+	static const char *const dirs[] = {"/usr/local/lib/boxlite", "/usr/lib/boxlite"};
+	for (size_t i = 0; i < BL_ARRAY_SIZE(dirs); i++) {
+		p = bl_asprintf("%s/%s", dirs[i], name);
+		if (access(p, R_OK) == 0)
+			return p;
+		free(p);
+	}
+	return bl_asprintf("/usr/local/lib/boxlite/%s", name);
+}
+
+char *bl_default_kernel(void)
+{
+	return default_guest_file("BOXLITE_KERNEL", "vmlinux");
+}
+
+char *bl_default_initrd(void)
+{
+	return default_guest_file("BOXLITE_INITRD", "initramfs.cpio");
+}
+
+/* ------------------------------------------------------------ host */
+
+int bl_host_prepare(void)
+{
+	const char *keep = getenv("BOXLITE_KEEP_KVM_NODE");
+	/* Orphaned QEMU/virtiofsd come to us to be reaped (see reap_vm_zombies). */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+	if (geteuid() != 0 || (keep && *keep == '1') || access("/dev/kvm", F_OK) < 0)
+		return 0;
+	bl_accel accel = BL_ACCEL_KVM;
+	if (bl_accel_choose(NULL, &accel, NULL, 0, NULL) < 0 || accel != BL_ACCEL_TCG)
+		return 0;
+	if (unshare(CLONE_NEWNS) < 0)
+		return 0;
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("/dev/null", "/dev/kvm", NULL, MS_BIND, NULL) < 0) {
+		bl_debug("hiding /dev/kvm: %s", strerror(errno));
+		return 0;
+	}
+	bl_debug("hid the unusable /dev/kvm from libvirt (private mount namespace)");
+	return 1;
+}
+
+/* ------------------------------------------------------------ accessors */
+
+const char *bl_sandbox_id(const bl_sandbox *sb)
+{
+	return sb->id;
+}
+
+const char *bl_sandbox_dir(const bl_sandbox *sb)
+{
+	return sb->dir;
+}
+
+const char *bl_sandbox_accel_reason(const bl_sandbox *sb)
+{
+	return sb->accel_why;
+}
+
+void bl_sandbox_get_timings(const bl_sandbox *sb, bl_sandbox_timings *ret)
+{
+	*ret = sb->t;
+}
+
+pid_t bl_sandbox_qemu_pid(const bl_sandbox *sb)
+{
+	return sb->vm ? bl_vm_qemu_pid(sb->vm) : 0;
+}
+
+char *bl_sandbox_console_tail(const bl_sandbox *sb, size_t max)
+{
+	_cleanup_free_ char *path = bl_asprintf("%s/console.log", sb->dir);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return NULL;
+	off_t off = st.st_size > (off_t)max ? st.st_size - (off_t)max : 0;
+	char *buf = bl_malloc0(max + 1);
+	ssize_t n = pread(fd, buf, max, off);
+	if (n <= 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	/* Console bytes come from the guest: keep them printable. */
+	for (ssize_t i = 0; i < n; i++)
+		if ((buf[i] < 0x20 && buf[i] != '\n') || buf[i] == 0x7f)
+			buf[i] = '?';
+	return buf;
+}
+
+/* ------------------------------------------------------------ deadline */
+
+int bl_sandbox_map_error(bl_sandbox *sb, int r, bl_error_t *err)
+{
+	if (r >= 0)
+		return r;
+	pthread_mutex_lock(&sb->lock);
+	bool timed_out = sb->timed_out, cancelled = sb->cancelled;
+	pthread_mutex_unlock(&sb->lock);
+	if (timed_out)
+		return bl_set_error(err, BL_ETIMEOUT, "timed out after %u s", sb->timeout_sec);
+	if (cancelled)
+		return bl_set_error(err, BL_ECANCELED, "sandbox cancelled");
+	return r;
+}
+
+/* ------------------------------------------------------------ reaping */
+
+/* QEMU and virtiofsd are daemonized by libvirt; with this process a child
+ * subreaper (bl_host_prepare) they become our children when they die, and
+ * reaping them here lets libvirt see them gone at once (an init that does not
+ * reap leaves zombies that libvirt waits on for seconds). Only zombies named
+ * like them are reaped: libvirt's own direct children stay libvirt's. */
+static void reap_vm_zombies(void)
+{
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	pid_t self = getpid();
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		char path[300], buf[512];
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+		if (!open_paren || !close_paren || close_paren[1] != ' ')
+			continue;
+		char state = close_paren[2];
+		int ppid = atoi(close_paren + 4);
+		bool ours = !strncmp(open_paren + 1, "qemu-system", 11) ||
+			    !strncmp(open_paren + 1, "virtiofsd", 9);
+		if (state == 'Z' && ppid == self && ours)
+			(void)waitpid(atoi(de->d_name), NULL, WNOHANG);
+	}
+}
+
+struct reaper {
+	pthread_t thread;
+	volatile bool stop;
+	bool running;
+};
+
+static void *reaper_main(void *arg)
+{
+	struct reaper *r = arg;
+	while (!r->stop) {
+		reap_vm_zombies();
+		struct timespec ts = {0, 5 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	reap_vm_zombies();
+	return NULL;
+}
+
+/* Kills QEMU at once (a deadline or a cancel allows no graceful shutdown),
+ * then lets libvirt tidy up; serialized by kill_lock, never under sb->lock so
+ * callers waiting on the state are not held up. */
+static void kill_vm(bl_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->lock);
+	bl_agent *a = sb->agent;
+	if (a)
+		bl_agent_close(a);
+	pthread_mutex_unlock(&sb->lock);
+	pthread_mutex_lock(&sb->kill_lock);
+	if (sb->vm) {
+		struct reaper r = {0};
+		r.running = prctl(PR_GET_CHILD_SUBREAPER, &(int){0}) == 0 &&
+			    pthread_create(&r.thread, NULL, reaper_main, &r) == 0;
+		pid_t qpid = bl_vm_qemu_pid(sb->vm);
+		if (qpid > 0)
+			(void)kill(qpid, SIGKILL);
+		bl_error_t err = BL_ERROR_INIT;
+		if (bl_vm_destroy(sb->vm, &err) < 0)
+			bl_warn("sandbox %s: %s", sb->id, err.msg);
+		if (r.running) {
+			r.stop = true;
+			pthread_join(r.thread, NULL);
+		}
+	}
+	pthread_mutex_unlock(&sb->kill_lock);
+}
+
+static void *timer_main(void *arg)
+{
+	bl_sandbox *sb = arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += sb->timeout_sec;
+	pthread_mutex_lock(&sb->lock);
+	while (!sb->closing) {
+		if (pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	bool fire = !sb->closing;
+	if (fire)
+		sb->timed_out = true;
+	pthread_mutex_unlock(&sb->lock);
+	if (fire) {
+		bl_info("sandbox %s: timed out after %u s, destroying the VM", sb->id,
+			sb->timeout_sec);
+		kill_vm(sb);
+	}
+	return NULL;
+}
+
+static int start_timer(bl_sandbox *sb, bl_error_t *err)
+{
+	if (!sb->timeout_sec)
+		return 0;
+	int r = pthread_create(&sb->timer, NULL, timer_main, sb);
+	if (r)
+		return bl_set_error_errno(err, r, "deadline thread");
+	sb->timer_running = true;
+	return 0;
+}
+
+static void stop_timer(bl_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->lock);
+	sb->closing = true;
+	pthread_cond_broadcast(&sb->cond);
+	pthread_mutex_unlock(&sb->lock);
+	if (sb->timer_running) {
+		pthread_join(sb->timer, NULL);
+		sb->timer_running = false;
+	}
+}
+
+void bl_sandbox_cancel(bl_sandbox *sb)
+{
+	if (!sb)
+		return;
+	pthread_mutex_lock(&sb->lock);
+	sb->cancelled = true;
+	bool owned = sb->owned;
+	if (!owned && sb->agent)
+		bl_agent_close(sb->agent);
+	pthread_mutex_unlock(&sb->lock);
+	if (owned)
+		kill_vm(sb);
+}
+
+/* ------------------------------------------------------------ create */
+
+static bl_sandbox *sandbox_new(void)
+{
+	bl_sandbox *sb = bl_malloc0(sizeof(*sb));
+	pthread_mutex_init(&sb->lock, NULL);
+	pthread_mutex_init(&sb->kill_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&sb->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	return sb;
+}
+
+static void sandbox_free_fields(bl_sandbox *sb)
+{
+	bl_agent_free(sb->agent);
+	bl_vm_free(sb->vm);
+	bl_image_defaults_clear(&sb->img);
+	bl_strv_free(sb->args);
+	bl_strv_free(sb->env);
+	free(sb->cwd);
+	free(sb->user);
+	free(sb->image);
+	free(sb->rootfs);
+	free(sb->dir);
+	free(sb->state_root);
+	pthread_mutex_destroy(&sb->lock);
+	pthread_mutex_destroy(&sb->kill_lock);
+	pthread_cond_destroy(&sb->cond);
+	free(sb);
+}
+
+static int check_options(const bl_sandbox_options *o, bl_error_t *err)
+{
+	if (o->network)
+		return bl_set_error(err, BL_EUNSUPPORTED,
+				    "networking is not supported yet (sandboxes have no network)");
+	if (o->memory_mib && (o->memory_mib < 64 || o->memory_mib > 65536))
+		return bl_set_error(err, BL_EINVAL, "memory %u MiB out of range (64-65536)",
+				    o->memory_mib);
+	if (o->vcpus > 64)
+		return bl_set_error(err, BL_EINVAL, "cpus %u out of range (1-64)", o->vcpus);
+	if (o->disk_mib > 1024 * 1024)
+		return bl_set_error(err, BL_EINVAL, "disk %u MiB out of range", o->disk_mib);
+	if (o->image && o->rootfs)
+		return bl_set_error(err, BL_EINVAL,
+				    "give an image or a rootfs directory, not both");
+	if (o->id && !bl_sandbox_id_valid(o->id))
+		return bl_set_error(err, BL_EINVAL,
+				    "sandbox name '%.40s' must be 1-32 of [A-Za-z0-9_.-]", o->id);
+	if (o->cwd && o->cwd[0] != '/')
+		return bl_set_error(err, BL_EINVAL, "working directory '%s' is not absolute",
+				    o->cwd);
+	for (size_t i = 0; o->env && o->env[i]; i++)
+		if (!bl_spec_valid_env(o->env[i]))
+			return bl_set_error(err, BL_EINVAL, "environment entry '%s' is not K=V",
+					    o->env[i]);
+	return 0;
+}
+
+static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
+{
+	uint64_t t0 = bl_now_monotonic_ns();
+	_cleanup_free_ char *config = NULL;
+	if (o->rootfs) {
+		struct stat st;
+		if (stat(o->rootfs, &st) < 0)
+			return bl_set_error(err, BL_ENOTFOUND, "rootfs directory %s: %s", o->rootfs,
+					    strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			return bl_set_error(err, BL_EINVAL, "rootfs %s is not a directory",
+					    o->rootfs);
+		sb->rootfs = realpath(o->rootfs, NULL);
+		if (!sb->rootfs)
+			return bl_set_error_errno(err, errno, "rootfs %s", o->rootfs);
+		sb->image = bl_strdup(sb->rootfs);
+	} else {
+		const char *ref = o->image ? o->image : BL_DEFAULT_IMAGE;
+		int r = bl_image_resolve(ref, o->image_store, &sb->rootfs, &config, err);
+		if (r < 0)
+			return bl_error_prefix(err, "image");
+		sb->image = bl_strdup(ref);
+	}
+	int r = bl_image_defaults_parse(config, &sb->img, err);
+	if (r < 0)
+		return bl_error_prefix(err, "image %s", sb->image);
+	sb->t.image_ms = ms_since(t0);
+	return 0;
+}
+
+static int make_state_dir(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
+{
+	sb->state_root = bl_strdup(bl_state_dir(o->state_dir));
+	int r = bl_mkdir_p(sb->state_root, 0711, err);
+	if (r < 0)
+		return bl_error_prefix(err, "state directory");
+	/* QEMU runs as an unprivileged user and must reach agent.sock. */
+	(void)chmod(sb->state_root, 0711);
+	for (int attempt = 0; attempt < 8; attempt++) {
+		if (o->id)
+			snprintf(sb->id, sizeof(sb->id), "%s", o->id);
+		else
+			bl_sandbox_random_id(sb->id, sizeof(sb->id));
+		free(sb->dir);
+		sb->dir = bl_asprintf("%s/%s", sb->state_root, sb->id);
+		if (mkdir(sb->dir, 0711) == 0) {
+			(void)chmod(sb->dir, 0711);
+			return 0;
+		}
+		if (errno != EEXIST || o->id) {
+			int e = errno;
+			free(steal_pointer(&sb->dir));
+			if (e == EEXIST)
+				return bl_set_error(err, BL_EEXIST, "sandbox %s already exists",
+						    o->id);
+			return bl_set_error_errno(err, e, "mkdir %s/%s", sb->state_root, sb->id);
+		}
+	}
+	free(steal_pointer(&sb->dir));
+	return bl_set_error(err, BL_ESYSTEM, "could not pick a free sandbox id");
+}
+
+static void copy_process_layer(bl_sandbox *sb, const bl_sandbox_options *o)
+{
+	sb->args = strv_copy(o->args);
+	sb->env = strv_copy(o->env);
+	sb->cwd = o->cwd ? bl_strdup(o->cwd) : NULL;
+	sb->user = o->user ? bl_strdup(o->user) : NULL;
+	sb->stdin_open = o->stdin_open;
+	sb->layer = (bl_spec_process){
+	    .args = (const char *const *)sb->args,
+	    .env = (const char *const *)sb->env,
+	    .cwd = sb->cwd,
+	    .user = sb->user,
+	    .terminal = o->tty,
+	};
+}
+
+static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
+{
+	bl_accel accel;
+	int r = bl_accel_choose(o->accel, &accel, sb->accel_why, sizeof(sb->accel_why), err);
+	if (r < 0)
+		return r;
+	bl_info("sandbox %s: accelerator %s", sb->id, sb->accel_why);
+	_cleanup_free_ char *kernel = o->kernel ? bl_strdup(o->kernel) : bl_default_kernel();
+	_cleanup_free_ char *initrd = o->initrd ? bl_strdup(o->initrd) : bl_default_initrd();
+	_cleanup_free_ char *log = bl_asprintf("%s/console.log", sb->dir);
+	_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", sb->dir);
+	_cleanup_free_ char *name = bl_asprintf("boxlite-%s", sb->id);
+	uint64_t t0 = bl_now_monotonic_ns();
+	r = bl_vm_open(o->uri, &sb->vm, err);
+	if (r < 0)
+		return r;
+	sb->t.libvirt_open_ms = ms_since(t0);
+	bl_vm_config cfg = {
+	    .name = name,
+	    .kernel = kernel,
+	    .initrd = initrd,
+	    .memory_mib = sb->memory_mib,
+	    .vcpus = o->vcpus ? o->vcpus : BL_DEFAULT_VCPUS,
+	    .accel = accel,
+	    .console_log = log,
+	    .agent_socket = sock,
+	    .shares = {{.tag = BL_SHARE_TAG, .dir = sb->rootfs}},
+	    .n_shares = 1,
+	};
+	t0 = bl_now_monotonic_ns();
+	pthread_mutex_lock(&sb->kill_lock);
+	pthread_mutex_lock(&sb->lock);
+	bool cancelled = sb->cancelled || sb->timed_out;
+	pthread_mutex_unlock(&sb->lock);
+	r = cancelled ? 0 : bl_vm_start(sb->vm, &cfg, err);
+	pthread_mutex_unlock(&sb->kill_lock);
+	if (cancelled)
+		return bl_set_error(err, BL_ECANCELED, "sandbox cancelled");
+	if (r < 0)
+		return r;
+	sb->t.vm_start_ms = ms_since(t0);
+	/* Whoever connects to the channel controls the guest: root only. */
+	(void)chmod(sock, 0600);
+	bl_info("sandbox %s: VM started in %.0f ms (libvirt open %.0f ms)", sb->id,
+		sb->t.vm_start_ms, sb->t.libvirt_open_ms);
+	return 0;
+}
+
+static int connect_agent(bl_sandbox *sb, uint64_t created_ns, bl_error_t *err)
+{
+	uint64_t t0 = bl_now_monotonic_ns();
+	uint64_t boot = (uint64_t)BL_BOOT_TIMEOUT_SEC * 1000000000ull;
+	if (sb->timeout_sec && (uint64_t)sb->timeout_sec * 1000000000ull < boot)
+		boot = (uint64_t)sb->timeout_sec * 1000000000ull + 500000000ull;
+	_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", sb->dir);
+	bl_agent *a = NULL;
+	int r = bl_agent_connect_channel(sock, created_ns + boot, &a, err);
+	if (r < 0)
+		return bl_sandbox_map_error(sb, r, err);
+	pthread_mutex_lock(&sb->lock);
+	sb->agent = a;
+	bool dead = sb->timed_out || sb->cancelled;
+	pthread_mutex_unlock(&sb->lock);
+	if (dead)
+		bl_agent_close(a);
+	sb->t.agent_ready_ms = ms_since(t0);
+	bl_info("sandbox %s: agent ready %.0f ms after VM start", sb->id, sb->t.agent_ready_ms);
+	return dead ? bl_sandbox_map_error(sb, -BL_ECANCELED, err) : 0;
+}
+
+static int setup_guest(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
+{
+	uint64_t t0 = bl_now_monotonic_ns();
+	const char *host = o->hostname ? o->hostname : "boxlite";
+	int r = bl_agent_init(sb->agent, (int64_t)bl_now_realtime_ns(), host, err);
+	if (r < 0)
+		return bl_sandbox_map_error(sb, bl_error_prefix(err, "agent Init"), err);
+	sb->t.init_ms = ms_since(t0);
+	t0 = bl_now_monotonic_ns();
+	const bl_spec_process *layers[] = {&sb->layer};
+	_cleanup_free_ char *process = NULL;
+	bl_spec_process pause = {.args = pause_args};
+	const bl_spec_process *pause_layers[] = {&pause, &sb->layer};
+	if (sb->args)
+		r = bl_spec_process_json(layers, 1, &sb->img, &process, err);
+	else
+		r = bl_spec_process_json(pause_layers, 2, &sb->img, &process, err);
+	if (r < 0)
+		return r;
+	unsigned reserve =
+	    sb->memory_mib / 4 > BL_GUEST_RESERVE_MIB ? BL_GUEST_RESERVE_MIB : sb->memory_mib / 4;
+	bl_spec_config sc = {
+	    .hostname = host,
+	    .memory_limit_bytes = (uint64_t)(sb->memory_mib - reserve) << 20,
+	    .pids_limit = o->pids_max ? o->pids_max : BL_DEFAULT_PIDS_MAX,
+	    .network = o->network,
+	};
+	_cleanup_free_ char *spec = NULL;
+	r = bl_spec_build(&sc, process, &spec, err);
+	if (r < 0)
+		return r;
+	bl_debug("sandbox %s: spec %s", sb->id, spec);
+	bl_agent_rootfs rf = {
+	    .share_tag = BL_SHARE_TAG,
+	    .share_subdir = "",
+	    .upper_size_bytes = (uint64_t)(o->disk_mib ? o->disk_mib : BL_DEFAULT_DISK_MIB) << 20,
+	};
+	r = bl_agent_create_container(sb->agent, BL_CONTAINER_ID, spec, &rf, err);
+	if (r < 0)
+		return bl_sandbox_map_error(sb, bl_error_prefix(err, "create container"), err);
+	sb->t.container_ms = ms_since(t0);
+	return 0;
+}
+
+/* Adds the console's last lines to a boot/agent failure, and keeps a copy of
+ * the whole log beside the temporary files for diagnosis. */
+static void annotate_failure(bl_sandbox *sb, bl_error_t *err)
+{
+	if (!err || !sb->dir || err->code == BL_EINVAL || err->code == BL_ENOTFOUND ||
+	    err->code == BL_ECANCELED || err->code == BL_EUNSUPPORTED)
+		return;
+	_cleanup_free_ char *src = bl_asprintf("%s/console.log", sb->dir);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	if (bl_read_file(src, 16 << 20, &data, &len, NULL) < 0 || len == 0)
+		return;
+	const char *tmp = getenv("TMPDIR");
+	_cleanup_free_ char *dst =
+	    bl_asprintf("%s/boxlite-%s-console.log", tmp ? tmp : "/tmp", sb->id);
+	if (bl_write_file(dst, data, len, 0600, NULL) == 0) {
+		size_t used = strlen(err->msg);
+		snprintf(err->msg + used, sizeof(err->msg) - used, " (guest console kept in %s)",
+			 dst);
+	}
+}
+
+int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t *err)
+{
+	int r = check_options(o, err);
+	if (r < 0)
+		return r;
+	uint64_t created = bl_now_monotonic_ns();
+	bl_sandbox *sb = sandbox_new();
+	sb->owned = true;
+	sb->created = (int64_t)time(NULL);
+	snprintf(sb->owner, sizeof(sb->owner), "%s", o->owner ? o->owner : "library");
+	sb->timeout_sec = o->timeout_sec;
+	sb->memory_mib = o->memory_mib ? o->memory_mib : BL_DEFAULT_MEMORY_MIB;
+	copy_process_layer(sb, o);
+	if (o->on_handle)
+		o->on_handle(sb, o->on_handle_user);
+	r = resolve_image(sb, o, err);
+	if (r == 0)
+		r = make_state_dir(sb, o, err);
+	if (r == 0)
+		r = bl_meta_write(sb, "running", 0, err);
+	if (r == 0)
+		r = start_timer(sb, err);
+	if (r == 0)
+		r = boot_vm(sb, o, err);
+	if (r == 0)
+		(void)bl_meta_write(sb, "running", bl_vm_qemu_pid(sb->vm), NULL);
+	if (r == 0)
+		r = connect_agent(sb, created, err);
+	if (r == 0)
+		r = setup_guest(sb, o, err);
+	if (r == 0)
+		r = bl_base_write(sb, err);
+	if (r < 0) {
+		r = bl_sandbox_map_error(sb, r, err);
+		annotate_failure(sb, err);
+		if (o->on_handle)
+			o->on_handle(NULL, o->on_handle_user);
+		bl_sandbox_destroy(sb);
+		return r;
+	}
+	*ret = sb;
+	return 0;
+}
+
+/* ------------------------------------------------------------ attach */
+
+int bl_sandbox_attach(const char *id, const char *state_dir, bl_sandbox **ret, bl_error_t *err)
+{
+	if (!bl_sandbox_id_valid(id))
+		return bl_set_error(err, BL_EINVAL, "'%.40s' is not a sandbox id", id);
+	bl_sandbox *sb = sandbox_new();
+	snprintf(sb->id, sizeof(sb->id), "%s", id);
+	sb->state_root = bl_strdup(bl_state_dir(state_dir));
+	sb->dir = bl_asprintf("%s/%s", sb->state_root, id);
+	int r = 0;
+	if (access(sb->dir, F_OK) < 0)
+		r = bl_set_error(err, BL_ENOTFOUND, "no sandbox %s", id);
+	if (r == 0)
+		r = bl_base_read(sb, err);
+	if (r == 0) {
+		_cleanup_free_ char *api = bl_asprintf("%s/api.sock", sb->dir);
+		r = bl_agent_dial(api, &sb->agent, err);
+		if (r < 0)
+			r = bl_error_prefix(err, "sandbox %s is not running", id);
+	}
+	if (r < 0) {
+		sandbox_free_fields(sb);
+		return r;
+	}
+	*ret = sb;
+	return 0;
+}
+
+/* ------------------------------------------------------------ stop/destroy */
+
+int bl_sandbox_stop(bl_sandbox *sb, bl_error_t *err)
+{
+	if (!sb->owned) {
+		ttrpc_status st = {0};
+		_cleanup_free_ uint8_t *out = NULL;
+		size_t out_len = 0;
+		int r = ttrpc_client_call_raw(bl_agent_ttrpc(sb->agent), BL_MONITOR_SERVICE, "Stop",
+					      NULL, 0, NULL, 0, 60ull * 1000000000ull, &st, &out,
+					      &out_len, err);
+		if (r < 0 && err && err->code == BL_EAGENTLOST)
+			return 0; /* the monitor went away with its sandbox */
+		if (r == 0 && st.code != TTRPC_OK)
+			return bl_set_error(err, ttrpc_code_to_bl(st.code), "stop: %s", st.message);
+		return r;
+	}
+	if (sb->agent) {
+		bl_error_t ignored = BL_ERROR_INIT;
+		(void)bl_agent_shutdown(sb->agent, &ignored);
+		(void)bl_vm_wait_gone(sb->vm, 1000, &ignored);
+	}
+	kill_vm(sb);
+	return 0;
+}
+
+static void release(bl_sandbox *sb, bool remove_dir)
+{
+	stop_timer(sb);
+	if (sb->owned)
+		kill_vm(sb);
+	else if (sb->agent)
+		bl_agent_close(sb->agent);
+	bl_agent_free(steal_pointer(&sb->agent));
+	bl_vm_free(steal_pointer(&sb->vm));
+	if (sb->owned && sb->dir) {
+		bl_error_t e = BL_ERROR_INIT;
+		if (remove_dir) {
+			if (bl_rm_rf(sb->dir, &e) < 0)
+				bl_warn("remove %s: %s", sb->dir, e.msg);
+		} else {
+			_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", sb->dir);
+			_cleanup_free_ char *api = bl_asprintf("%s/api.sock", sb->dir);
+			(void)unlink(sock);
+			(void)unlink(api);
+			(void)bl_meta_write(sb, "stopped", 0, NULL);
+		}
+	}
+}
+
+void bl_sandbox_destroy(bl_sandbox *sb)
+{
+	if (!sb)
+		return;
+	release(sb, true);
+	sandbox_free_fields(sb);
+}
+
+void bl_sandbox_release(bl_sandbox *sb)
+{
+	if (!sb)
+		return;
+	release(sb, false);
+	sandbox_free_fields(sb);
+}

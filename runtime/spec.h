@@ -1,0 +1,56 @@
+/*
+ * The OCI runtime spec (config.json) and Process objects libboxlite hands the
+ * guest agent, built with json-c from the sandbox options and the image's
+ * configuration (Env, Entrypoint, Cmd, WorkingDir, User).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bl_error.h"
+
+/* What an image's config.json says about how to run it. */
+typedef struct bl_image_defaults {
+	char **env;	   /* NULL-terminated, never NULL after parsing */
+	char **entrypoint; /* may be NULL */
+	char **cmd;	   /* may be NULL */
+	char *cwd;	   /* may be NULL */
+	char *user;	   /* may be NULL */
+} bl_image_defaults;
+
+/* Parses an OCI image config (either the whole config with a "config" member,
+ * or that member alone); json NULL or "" gives empty defaults. Image configs
+ * are untrusted: bounded counts, strings only. */
+int bl_image_defaults_parse(const char *json, bl_image_defaults *ret, bl_error_t *err);
+void bl_image_defaults_clear(bl_image_defaults *d);
+
+/* One process: fields NULL mean "inherit" from the layer below. */
+typedef struct bl_spec_process {
+	const char *const *args;
+	const char *const *env; /* "K=V", override earlier layers by key */
+	const char *cwd;
+	const char *user;
+	bool terminal;
+} bl_spec_process;
+
+/* Builds an OCI Process object as JSON (malloc'd): args from the first layer
+ * having them (else the image's entrypoint+cmd), env merged over the image's
+ * env, layer by layer, cwd/user from the first layer setting them. Layers
+ * are ordered from most to least specific. */
+int bl_spec_process_json(const bl_spec_process *const *layers, size_t n_layers,
+			 const bl_image_defaults *img, char **ret_json, bl_error_t *err);
+
+typedef struct bl_spec_config {
+	const char *hostname;
+	uint64_t memory_limit_bytes; /* 0: none */
+	int64_t pids_limit;	     /* 0: none */
+	bool network;		     /* false: own, empty network namespace */
+} bl_spec_config;
+
+/* Builds a whole config.json (malloc'd); process_json NULL leaves "process" out. */
+int bl_spec_build(const bl_spec_config *cfg, const char *process_json, char **ret_json,
+		  bl_error_t *err);
+
+/* Validates "K=V" (non-empty K without '='). */
+bool bl_spec_valid_env(const char *kv);
