@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CG_FILE_MAX (64u * 1024)
+#define CG_SMALL_MAX 4096 /* memory.events, cpu.stat: a few hundred bytes */
 #define CG_PIDS_MAX (1u << 20)
 
 static int cg_write(const char *dir, const char *file, const char *val, bl_error_t *err)
@@ -144,12 +145,28 @@ int agent_cgroup_remove(const char *id, bl_error_t *err)
 	return bl_set_error_errno(err, errno, "rmdir %s", dir);
 }
 
+/* Reads a small cgroup file into buf (NUL-terminated); -1 on failure. Stack
+ * buffers: this runs on every start and exit. */
+static int cg_read_small(const char *dir, const char *file, char *buf, size_t size)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, file) >= sizeof(path))
+		return -1;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = bl_read_full(fd, buf, size - 1);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
 /* Value of "key N" in a flat-keyed file such as memory.events; 0 when absent. */
 static uint64_t cg_keyed(const char *dir, const char *file, const char *key)
 {
-	_cleanup_free_ char *path = bl_asprintf("%s/%s", dir, file);
-	_cleanup_free_ char *buf = NULL;
-	if (bl_read_file(path, CG_FILE_MAX, &buf, NULL, NULL) < 0)
+	char buf[CG_SMALL_MAX];
+	if (cg_read_small(dir, file, buf, sizeof(buf)) < 0)
 		return 0;
 	size_t klen = strlen(key);
 	for (char *line = buf; *line;) {
@@ -166,16 +183,16 @@ static uint64_t cg_keyed(const char *dir, const char *file, const char *key)
 /* A single-value file; "max" and absent files read as 0. */
 static uint64_t cg_value(const char *dir, const char *file)
 {
-	_cleanup_free_ char *path = bl_asprintf("%s/%s", dir, file);
-	_cleanup_free_ char *buf = NULL;
-	if (bl_read_file(path, 256, &buf, NULL, NULL) < 0 || !strncmp(buf, "max", 3))
+	char buf[256];
+	if (cg_read_small(dir, file, buf, sizeof(buf)) < 0 || !strncmp(buf, "max", 3))
 		return 0;
 	return strtoull(buf, NULL, 10);
 }
 
 uint64_t agent_cgroup_oom_kills(const char *id)
 {
-	_cleanup_free_ char *dir = bl_asprintf("%s/%s", AGENT_CGROUP_BASE, id);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/%s", AGENT_CGROUP_BASE, id);
 	return cg_keyed(dir, "memory.events", "oom_kill");
 }
 

@@ -12,6 +12,7 @@
 
 #define DELETE_WAIT_NS (10ull * 1000000000ull)
 
+pthread_mutex_t agent_spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_mutex_t agent_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t agent_exit_cond;
 /* Serialises creates and deletes (slow: mounts), so ids cannot race. */
@@ -200,9 +201,11 @@ static int delete_locked(const char *id, bl_error_t *err)
 	agent_container *c = agent_container_get(id, err);
 	if (!c)
 		return -err->code;
+	pthread_mutex_lock(&agent_spawn_lock);
 	pthread_mutex_lock(&agent_lock);
 	c->state = AGENT_C_DELETING;
 	pthread_mutex_unlock(&agent_lock);
+	pthread_mutex_unlock(&agent_spawn_lock);
 	int r = stop_all(c, err);
 	if (r == 0) {
 		close_io(c);

@@ -60,6 +60,9 @@ struct agent_container {
 	agent_container *next;
 };
 
+/* Held across a spawn (check, clone, registration) and by the reaper and a
+ * delete's state change; taken before agent_lock. */
+extern pthread_mutex_t agent_spawn_lock;
 extern pthread_mutex_t agent_lock;
 /* Broadcast (with agent_lock) whenever a process exits. */
 extern pthread_cond_t agent_exit_cond;

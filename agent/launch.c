@@ -8,6 +8,7 @@
 #include <linux/close_range.h>
 #include <linux/sched.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -83,13 +84,25 @@ struct child_error {
 };
 
 static int agent_pidns_fd = -1;
+static int agent_exe_fd = -1; /* this binary, for the built-in pause */
 static int cap_last = 40;
+
+/* The stack of the CLONE_VM child: one spawn at a time (CLONE_VFORK keeps the
+ * parent until the child has exec'd or died). */
+#define CHILD_STACK_SIZE (256u * 1024)
+static pthread_mutex_t child_stack_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t child_stack[CHILD_STACK_SIZE] __attribute__((aligned(64)));
 
 int agent_launch_init(bl_error_t *err)
 {
 	agent_pidns_fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (agent_pidns_fd < 0)
 		return bl_set_error_errno(err, errno, "open /proc/self/ns/pid");
+	/* Opened before any container exists, so the pause reaches it after
+	 * pivot_root: nothing of the agent is in the container's root. */
+	agent_exe_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	if (agent_exe_fd < 0)
+		return bl_set_error_errno(err, errno, "open /proc/self/exe");
 	_cleanup_free_ char *s = NULL;
 	if (bl_read_file("/proc/sys/kernel/cap_last_cap", 32, &s, NULL, NULL) == 0)
 		cap_last = atoi(s);
@@ -330,6 +343,11 @@ static const char *env_path(char *const *envp)
 static void child_exec(const agent_launch *l, int errfd)
 {
 	const char *file = l->argv[0];
+	if (l->builtin_pause) {
+		char *const argv[] = {(char *)AGENT_PAUSE_PATH, NULL};
+		syscall(SYS_execveat, agent_exe_fd, "", argv, l->envp, AT_EMPTY_PATH);
+		child_fail(errfd, STEP_EXEC);
+	}
 	if (strchr(file, '/')) {
 		execve(file, l->argv, l->envp);
 		child_fail(errfd, STEP_EXEC);
@@ -366,6 +384,11 @@ static void child_oom_score(int adj)
 	close(fd);
 }
 
+struct child_args {
+	const agent_launch *l;
+	int errfd;
+};
+
 __attribute__((noreturn)) static void child_main(const agent_launch *l, int errfd)
 {
 	sigset_t all;
@@ -394,11 +417,60 @@ __attribute__((noreturn)) static void child_main(const agent_launch *l, int errf
 	_exit(127);
 }
 
+static int child_entry(void *arg)
+{
+	const struct child_args *ca = arg;
+	child_main(ca->l, ca->errfd);
+}
+
 /* ----------------------------------------------------------- parent side */
 
-static pid_t do_clone3(const agent_launch *l, int *pidfd)
+/*
+ * clone3 onto a new stack, running fn(arg) in the child. The child shares the
+ * agent's memory (CLONE_VM) until it execs: no page-table copy, no
+ * copy-on-write faults in the agent's threads afterwards (each costs dearly
+ * under TCG), the way posix_spawn works.
+ */
+static long clone3_call(struct clone_args *args, int (*fn)(void *), void *arg)
 {
-	uint64_t flags = CLONE_PIDFD | CLONE_INTO_CGROUP;
+#if defined(__x86_64__)
+	long ret;
+	register int (*r12)(void *) __asm__("r12") = fn;
+	register void *r13 __asm__("r13") = arg;
+	__asm__ volatile("syscall\n\t"
+			 "test %%rax, %%rax\n\t"
+			 "jnz 1f\n\t"
+			 "xor %%ebp, %%ebp\n\t"
+			 "mov %%r13, %%rdi\n\t"
+			 "call *%%r12\n\t"
+			 "mov %%eax, %%edi\n\t"
+			 "mov %[exit_nr], %%eax\n\t"
+			 "syscall\n\t"
+			 "hlt\n"
+			 "1:"
+			 : "=a"(ret)
+			 : "a"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(r12),
+			   "r"(r13), [exit_nr] "i"(SYS_exit)
+			 : "rcx", "r11", "memory");
+	if (ret < 0) {
+		errno = (int)-ret;
+		return -1;
+	}
+	return ret;
+#else
+	/* No trampoline for this architecture: a plain (copying) clone. */
+	args->flags &= ~(uint64_t)(CLONE_VM | CLONE_VFORK);
+	args->stack = args->stack_size = 0;
+	long pid = syscall(SYS_clone3, args, sizeof(*args));
+	if (pid == 0)
+		_exit(fn(arg));
+	return pid;
+#endif
+}
+
+static pid_t do_clone3(const agent_launch *l, int errfd, int *pidfd)
+{
+	uint64_t flags = CLONE_PIDFD | CLONE_INTO_CGROUP | CLONE_VM | CLONE_VFORK;
 	if (l->is_init)
 		flags |= CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
 			 CLONE_NEWCGROUP | (l->new_netns ? CLONE_NEWNET : 0);
@@ -406,9 +478,17 @@ static pid_t do_clone3(const agent_launch *l, int *pidfd)
 	    .flags = flags,
 	    .pidfd = (uint64_t)(uintptr_t)pidfd,
 	    .exit_signal = SIGCHLD,
+	    .stack = (uint64_t)(uintptr_t)child_stack,
+	    .stack_size = sizeof(child_stack),
 	    .cgroup = (uint64_t)l->cgroup_fd,
 	};
-	return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+	struct child_args ca = {.l = l, .errfd = errfd};
+	pthread_mutex_lock(&child_stack_lock);
+	pid_t pid = (pid_t)clone3_call(&args, child_entry, &ca);
+	int e = errno;
+	pthread_mutex_unlock(&child_stack_lock);
+	errno = e;
+	return pid;
 }
 
 pid_t agent_launch_spawn(const agent_launch *l, int *ret_pidfd, int *ret_errfd, bl_error_t *err)
@@ -425,10 +505,8 @@ pid_t agent_launch_spawn(const agent_launch *l, int *ret_pidfd, int *ret_errfd, 
 		return bl_set_error_errno(err, e, "join the container's pid namespace");
 	}
 	int pidfd = -1;
-	pid_t pid = do_clone3(l, &pidfd);
+	pid_t pid = do_clone3(l, p[1], &pidfd);
 	int e = errno;
-	if (pid == 0)
-		child_main(l, p[1]);
 	if (!l->is_init && setns(agent_pidns_fd, CLONE_NEWPID) < 0)
 		abort(); /* this thread would fork into a container from now on */
 	close(p[1]);

@@ -1,7 +1,8 @@
 /*
  * Spawning a container process. Everything is prepared in the (threaded)
- * agent; the child of clone3 then uses system calls only (no malloc, no
- * locks) until execve, and reports a failure through a CLOEXEC pipe.
+ * agent; the child of clone3 (CLONE_VM | CLONE_VFORK, on its own stack)
+ * then uses system calls only (no malloc, no locks) until execve, and
+ * reports a failure through a CLOEXEC socket.
  */
 #pragma once
 
@@ -11,6 +12,10 @@
 
 #include "bl_error.h"
 #include "spec.h"
+
+/* argv of the container init that asks for the agent's built-in pause: the
+ * agent binary re-exec'd in the container (nothing needed in the image). */
+#define AGENT_PAUSE_PATH "/.boxlite/pause"
 
 typedef struct agent_launch {
 	bool is_init;
@@ -28,6 +33,7 @@ typedef struct agent_launch {
 	int cgroup_fd;
 	int stdio[3];
 	bool terminal;
+	bool builtin_pause; /* exec the agent's pause instead of argv */
 	char *const *argv;
 	char *const *envp;
 	const char *cwd;
@@ -45,8 +51,9 @@ typedef struct agent_launch {
 
 /* Opens what spawning needs later (the agent's own pid namespace). */
 int agent_launch_init(bl_error_t *err);
-/* Starts the child; returns its pid and pidfd, and the read end of the
- * error pipe (read it with agent_launch_finish after registering the pid). */
+/* Starts the child; returns (once it has exec'd or failed) its pid and
+ * pidfd, and the read end of the error socket (read it with
+ * agent_launch_finish after registering the pid). */
 pid_t agent_launch_spawn(const agent_launch *l, int *ret_pidfd, int *ret_errfd, bl_error_t *err);
 /* Waits for the child's execve: 0 when it happened, else the child's error
  * (BL_ENOTFOUND for a missing executable). Closes errfd. With ret_pty (for

@@ -7,6 +7,7 @@
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
+#include "launch.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -144,10 +145,62 @@ static void run_probe(const char *tag, int port)
 	agent_reboot("probe done");
 }
 
+static volatile sig_atomic_t pause_stop;
+
+static void pause_on_signal(int sig)
+{
+	if (sig != SIGCHLD)
+		pause_stop = 1;
+}
+
+/*
+ * The built-in pause: PID 1 of a container created without a command (the
+ * agent binary re-exec'd as AGENT_PAUSE_PATH). Sleeps until a signal, reaps
+ * orphans, and exits on SIGTERM or SIGINT. Handlers, since PID 1 of a pid
+ * namespace gets no signal it has left at the default action.
+ */
+__attribute__((noreturn)) static void pause_main(void)
+{
+	sigset_t block, wait_set;
+	sigemptyset(&block);
+	sigaddset(&block, SIGCHLD);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	(void)sigprocmask(SIG_BLOCK, &block, &wait_set);
+	sigdelset(&wait_set, SIGCHLD);
+	sigdelset(&wait_set, SIGTERM);
+	sigdelset(&wait_set, SIGINT);
+	struct sigaction sa = {.sa_handler = pause_on_signal};
+	sigemptyset(&sa.sa_mask);
+	(void)sigaction(SIGCHLD, &sa, NULL);
+	(void)sigaction(SIGTERM, &sa, NULL);
+	(void)sigaction(SIGINT, &sa, NULL);
+	for (;;) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if (pause_stop)
+			_exit(0);
+		(void)sigsuspend(&wait_set);
+	}
+}
+
+/* boxlite.log=debug|info|... on the kernel command line; info by default. */
+static bl_log_level cmdline_log_level(void)
+{
+	_cleanup_free_ char *v = agent_cmdline_get("boxlite.log");
+	if (!v || !strcmp(v, "info"))
+		return BL_LOG_INFO;
+	if (!strcmp(v, "debug"))
+		return BL_LOG_DEBUG;
+	if (!strcmp(v, "warn"))
+		return BL_LOG_WARN;
+	return !strcmp(v, "error") ? BL_LOG_ERROR : BL_LOG_INFO;
+}
+
 int main(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
+	if (argc >= 1 && !strcmp(argv[0], AGENT_PAUSE_PATH))
+		pause_main();
 	bl_log_setup(2, BL_LOG_INFO, "boxlite-agent");
 	if (getpid() != 1) {
 		fprintf(stderr, "boxlite-agent: must run as PID 1 of a boxlite guest\n");
@@ -155,6 +208,7 @@ int main(int argc, char **argv)
 	}
 	make_root_pivotable();
 	mount_basics();
+	bl_log_setup(2, cmdline_log_level(), "boxlite-agent");
 	ensure_stdio();
 	_cleanup_free_ char *probe = agent_cmdline_get("boxlite.probe");
 	if (probe) {

@@ -160,7 +160,7 @@ raw_pss="n/a"
 	-serial "file:$work/raw-idle.log" -no-reboot \
 	-kernel "$build/vmlinux" -initrd "$build/initramfs.cpio" -append "$CMDLINE" \
 	-device virtio-serial-device -chardev "socket,id=ch0,path=$work/raw.sock,server=on,wait=off" \
-	-device virtserialport,chardev=ch0,name=org.boxlite.agent &
+	-device virtserialport,chardev=ch0,name=org.boxlite.agent 2>/dev/null &
 raw_pid=$!
 for i in $(seq 50); do [ -S "$work/raw.sock" ] && break; sleep 0.1; done
 python3 -c 'import socket, sys, time

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,16 @@ int bl_mkdir_p(const char *path, int mode, bl_error_t *err)
 	return 0;
 }
 
+/* A bind mount of the same filesystem keeps st_dev: ask statx. */
+static bool is_mount_root(int parent, const char *name)
+{
+	struct statx stx;
+	if (statx(parent, name, AT_SYMLINK_NOFOLLOW, STATX_TYPE, &stx) < 0)
+		return false;
+	return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	       (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
 static int rm_rf_at(int parent, const char *name, dev_t dev, bl_error_t *err)
 {
 	struct stat st;
@@ -113,6 +124,10 @@ static int rm_rf_at(int parent, const char *name, dev_t dev, bl_error_t *err)
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
+		if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) &&
+		    is_mount_root(dirfd(d), de->d_name))
+			return bl_set_error(err, BL_ESTATE, "%s/%s is a mount point; not removing",
+					    name, de->d_name);
 		int r = rm_rf_at(dirfd(d), de->d_name, dev, err);
 		if (r < 0)
 			return r;

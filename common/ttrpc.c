@@ -632,18 +632,18 @@ static int send_frame(ttrpc_io *io, pthread_mutex_t *wlock, struct iovec *iov, i
 	return rc;
 }
 
-int ttrpc_send_response(ttrpc_io *io, pthread_mutex_t *wlock, uint32_t id, int code,
-			const char *msg, const uint8_t *payload, size_t len)
+size_t ttrpc_encode_response_head(uint8_t head[TTRPC_RESPONSE_HEAD_MAX], uint32_t id, int code,
+				  const char *msg, size_t *len)
 {
 	char big[1024];
-	if (code == TTRPC_OK && ld_len(len) > TTRPC_MAX_DATA) {
+	if (code == TTRPC_OK && ld_len(*len) > TTRPC_MAX_DATA) {
 		code = TTRPC_RESOURCE_EXHAUSTED;
 		snprintf(big, sizeof(big), "message length %zu exceed maximum message size of %u",
-			 ld_len(len), TTRPC_MAX_DATA);
+			 ld_len(*len), TTRPC_MAX_DATA);
 		msg = big;
 	}
 	if (code != TTRPC_OK)
-		len = 0;
+		*len = 0;
 	size_t mlen = msg ? strnlen(msg, 1024) : 0;
 	/* Status{code=1, message=2} nested as Response field 1. */
 	size_t st_len = 0;
@@ -651,7 +651,6 @@ int ttrpc_send_response(ttrpc_io *io, pthread_mutex_t *wlock, uint32_t id, int c
 		st_len += 1 + varint_len((uint64_t)(int64_t)code);
 	if (mlen)
 		st_len += ld_len(mlen);
-	uint8_t head[TTRPC_HEADER_LEN + 1100 + 32];
 	size_t i = TTRPC_HEADER_LEN;
 	if (st_len) {
 		head[i++] = 0x0a;
@@ -663,14 +662,22 @@ int ttrpc_send_response(ttrpc_io *io, pthread_mutex_t *wlock, uint32_t id, int c
 		if (mlen)
 			i += put_ld(head + i, 0x12, msg, mlen);
 	}
-	if (len) {
+	if (*len) {
 		head[i++] = 0x12;
-		i += ttrpc_put_varint(head + i, len);
+		i += ttrpc_put_varint(head + i, *len);
 	}
-	ttrpc_frame_header h = {.length = (uint32_t)(i - TTRPC_HEADER_LEN + len),
+	ttrpc_frame_header h = {.length = (uint32_t)(i - TTRPC_HEADER_LEN + *len),
 				.stream_id = id,
 				.type = TTRPC_TYPE_RESPONSE};
 	ttrpc_header_encode(&h, head);
+	return i;
+}
+
+int ttrpc_send_response(ttrpc_io *io, pthread_mutex_t *wlock, uint32_t id, int code,
+			const char *msg, const uint8_t *payload, size_t len)
+{
+	uint8_t head[TTRPC_RESPONSE_HEAD_MAX];
+	size_t i = ttrpc_encode_response_head(head, id, code, msg, &len);
 	struct iovec iov[2] = {{head, i}, {(void *)payload, len}};
 	return send_frame(io, wlock, iov, 2);
 }

@@ -69,6 +69,13 @@ int ttrpc_skip_body(ttrpc_reader *r, ttrpc_io *io, size_t len);
  * would exceed TTRPC_MAX_DATA is replaced by ResourceExhausted. 0 or -1. */
 int ttrpc_send_response(ttrpc_io *io, pthread_mutex_t *wlock, uint32_t id, int code,
 			const char *msg, const uint8_t *payload, size_t len);
+/* Encodes the frame header and Response envelope up to the payload bytes,
+ * which follow it on the wire: returns its length. *len is the payload's,
+ * set to 0 when the payload is not sent (an error, or too large: then
+ * ResourceExhausted replaces the code, as ttrpc_send_response does). */
+#define TTRPC_RESPONSE_HEAD_MAX (TTRPC_HEADER_LEN + 1100 + 32)
+size_t ttrpc_encode_response_head(uint8_t head[TTRPC_RESPONSE_HEAD_MAX], uint32_t id, int code,
+				  const char *msg, size_t *len);
 /* Sends one Request frame (wlock NULL: the caller holds the write lock). 0, -1 with errno (write
  * failed), or -2 (too large). */
 int ttrpc_send_request(ttrpc_io *io, pthread_mutex_t *wlock, uint32_t id, const char *service,

@@ -5,8 +5,14 @@
  * A monitor thread watches the handlers running this way: one that has run
  * longer than HANDOFF_NS (it blocks, e.g. a Wait) loses the reader role to an
  * idle or new worker, which goes on reading, so a blocked handler holds up
- * the rest of its connection for at most about 2 * HANDOFF_NS. Replies go out
- * with one sendmsg/writev under a per-connection write lock. A timer thread
+ * the rest of its connection for at most about 2 * HANDOFF_NS. The monitor
+ * sleeps on a timerfd that handlers arm lazily (see watch_start): handlers
+ * that finish in time wake it never, and cost at most one timerfd_settime per
+ * HANDOFF_NS of wall time, however many run. Replies go out
+ * with one sendmsg/writev under a per-connection write lock; while the next
+ * request is already buffered, the reader holds its replies back and sends
+ * them together before it would block (or its successor does, when its
+ * handler blocks and the role moves on). A timer thread
  * answers DeadlineExceeded for handlers that overrun timeout_nano; their late
  * replies are dropped.
  */
@@ -26,6 +32,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,10 +46,11 @@
 #define IDLE_TIMEOUT_NS	 (10ull * 1000000000ull)
 /* Request bodies up to this size are read onto the reader's stack. */
 #define STACK_BODY 8192
+/* Replies the reader role holds back while more requests are already
+ * buffered, to send them together: at most this many bytes. */
+#define OUT_BUF (32u * 1024)
 /* A handler running longer than this loses its connection's reader role. */
 #define HANDOFF_NS 500000ull
-/* The monitor sleeps for good after this many idle ticks. */
-#define MONITOR_IDLE_TICKS 200
 
 enum { ROLE_READING, ROLE_INLINE, ROLE_GIVEN };
 
@@ -60,12 +68,15 @@ struct srv_conn {
 	ttrpc_io io;
 	ttrpc_reader rd;  /* reader role only */
 	uint32_t last_id; /* reader role only */
+	uint8_t *obuf;	  /* reader role only: replies held back */
+	size_t olen;
 	pthread_mutex_t wlock;
 	atomic_int refs; /* the reader role, each running call, a firing timer */
 	atomic_uint inflight;
 	atomic_size_t inflight_bytes;
-	/* ROLE_* in the low 2 bits; the rest counts hand-offs, so a thread that
-	 * lost the role can never mistake a later holder's state for its own. */
+	/* ROLE_* in the low 2 bits; the rest counts inline handlers and
+	 * hand-offs, so a thread that lost the role can never mistake a later
+	 * holder's state for its own, nor a scan one handler for the next. */
 	_Atomic uint64_t role;
 	_Atomic uint64_t inline_since; /* when its inline handler started */
 	void *conn_data;
@@ -114,11 +125,16 @@ struct ttrpc_server {
 	bool tstop, trunning;
 	pthread_t tthr;
 
-	atomic_uint inline_running;
-	atomic_bool monitor_asleep;
-	pthread_mutex_t mlock;
-	pthread_cond_t mcond;
-	bool mstop;
+	/* Hand-off monitor. Invariant: each watched handler (ROLE_INLINE) that
+	 * started at t is seen by a scan no later than about t + 2 * HANDOFF_NS:
+	 * mon_deadline != 0 is when mon_tfd fires next (it only ever moves later
+	 * when a single handler is watched), and each scan re-arms for the
+	 * handlers it leaves running. */
+	atomic_uint inline_running;	/* watched handlers */
+	_Atomic uint64_t mon_deadline; /* 0: disarmed */
+	pthread_mutex_t mlock;	       /* serializes arming; mon_deadline writes */
+	int mon_tfd;
+	bool mstop; /* under mlock */
 	pthread_t mthr;
 };
 
@@ -179,6 +195,7 @@ static void conn_unref(srv_conn *c)
 	pthread_mutex_unlock(&s->lock);
 	ttrpc_io_destroy(&c->io);
 	ttrpc_reader_free(&c->rd);
+	free(c->obuf);
 	if (s->closed)
 		s->closed(s->cb_user, c->conn_data);
 	pthread_mutex_lock(&s->lock);
@@ -190,7 +207,7 @@ static void conn_unref(srv_conn *c)
 }
 
 static void *worker_main(void *arg);
-static void monitor_wake(ttrpc_server *s);
+static uint64_t watch_start(ttrpc_server *s, srv_conn *c);
 
 static void spawn_worker(ttrpc_server *s)
 {
@@ -347,7 +364,11 @@ static void handler_done(ttrpc_server *s)
 	}
 }
 
-static void run_call(srv_conn *c, uint32_t id, const ttrpc_request *req, const method_entry *m)
+/* Runs m's handler for one call. True when the reply is the caller's to send
+ * (the timer did not answer first): then *code and *msg are set and rep holds
+ * the payload, which the caller frees either way, before handler_done(). */
+static bool run_call(srv_conn *c, uint32_t id, const ttrpc_request *req, const method_entry *m,
+		     struct ttrpc_reply *rep, int *code_out, const char **msg_out)
 {
 	ttrpc_server *s = c->srv;
 	srv_call call = {.conn = c, .id = id};
@@ -370,25 +391,76 @@ static void run_call(srv_conn *c, uint32_t id, const ttrpc_request *req, const m
 	    .metadata = req->metadata,
 	    .conn_data = c->conn_data,
 	};
-	struct ttrpc_reply rep = {0};
 	atomic_fetch_add(&s->nhandlers, 1);
-	int rc = m->fn(m->user, &cc, &rep);
+	int rc = m->fn(m->user, &cc, rep);
 	if (call.deadline)
 		timer_remove(s, &call);
-	if (atomic_exchange(&call.done, 1) == 0) {
-		int code = rep.code ? rep.code : rc;
-		if (code < 0)
-			code = ttrpc_code_from_bl(code);
-		if (code > TTRPC_UNAUTHENTICATED)
-			code = TTRPC_UNKNOWN;
-		const char *msg = rep.code ? rep.message : NULL;
-		if (code && !rep.code)
-			msg = ttrpc_code_name(code);
-		if (ttrpc_send_response(&c->io, &c->wlock, id, code, msg, rep.payload, rep.len) < 0)
-			ttrpc_io_wake(&c->io);
+	if (atomic_exchange(&call.done, 1) != 0)
+		return false;
+	int code = rep->code ? rep->code : rc;
+	if (code < 0)
+		code = ttrpc_code_from_bl(code);
+	if (code > TTRPC_UNAUTHENTICATED)
+		code = TTRPC_UNKNOWN;
+	const char *msg = rep->code ? rep->message : NULL;
+	if (code && !rep->code)
+		msg = ttrpc_code_name(code);
+	*code_out = code;
+	*msg_out = msg;
+	return true;
+}
+
+/* A whole frame is buffered: the reader will not block to get it. */
+static bool rd_has_frame(const ttrpc_reader *r)
+{
+	size_t have = r->end - r->start;
+	if (have < TTRPC_HEADER_LEN)
+		return false;
+	ttrpc_frame_header h;
+	ttrpc_header_decode(r->buf + r->start, &h);
+	return have - TTRPC_HEADER_LEN >= h.length;
+}
+
+/* Reader role only: sends the replies held back. */
+static void conn_flush(srv_conn *c)
+{
+	if (!c->olen)
+		return;
+	struct iovec iov = {c->obuf, c->olen};
+	c->olen = 0;
+	pthread_mutex_lock(&c->wlock);
+	int rc = ttrpc_io_writev(&c->io, &iov, 1);
+	pthread_mutex_unlock(&c->wlock);
+	if (rc < 0)
+		ttrpc_io_wake(&c->io);
+}
+
+/* Sends a handler's reply. owner: the caller holds the reader role, so the
+ * replies held back go out with this one, or this one is held back too when
+ * hold and it fits. */
+static void conn_reply(srv_conn *c, bool owner, bool hold, uint32_t id, int code, const char *msg,
+		       const uint8_t *payload, size_t len)
+{
+	uint8_t head[TTRPC_RESPONSE_HEAD_MAX];
+	size_t hl = ttrpc_encode_response_head(head, id, code, msg, &len);
+	if (owner && hold && c->olen + hl + len <= OUT_BUF &&
+	    (c->obuf || (c->obuf = malloc(OUT_BUF)))) {
+		memcpy(c->obuf + c->olen, head, hl);
+		if (len)
+			memcpy(c->obuf + c->olen + hl, payload, len);
+		c->olen += hl + len;
+		return;
 	}
-	free(rep.payload);
-	handler_done(s);
+	struct iovec iov[3] = {{NULL, 0}, {head, hl}, {(void *)payload, len}};
+	if (owner) {
+		iov[0] = (struct iovec){c->obuf, c->olen};
+		c->olen = 0;
+	}
+	pthread_mutex_lock(&c->wlock);
+	int rc = ttrpc_io_writev(&c->io, iov, 3);
+	pthread_mutex_unlock(&c->wlock);
+	if (rc < 0)
+		ttrpc_io_wake(&c->io);
 }
 
 /* Holds c's reader role: reads frames and runs their handlers inline until
@@ -398,7 +470,12 @@ static void conn_serve(srv_conn *c)
 	ttrpc_server *s = c->srv;
 	ttrpc_frame_header h;
 	atomic_store(&c->role, (atomic_load(&c->role) & ~3ull) | ROLE_READING);
-	while (ttrpc_read_header(&c->rd, &c->io, &h) > 0) {
+	conn_flush(c); /* held back by the last holder, whose handler blocked */
+	for (;;) {
+		if (c->olen && !rd_has_frame(&c->rd))
+			conn_flush(c);
+		if (ttrpc_read_header(&c->rd, &c->io, &h) <= 0)
+			break;
 		uint32_t id = h.stream_id;
 		if (h.length > TTRPC_MAX_DATA) {
 			if (ttrpc_skip_body(&c->rd, &c->io, h.length) < 0)
@@ -477,52 +554,106 @@ static void conn_serve(srv_conn *c)
 		atomic_fetch_add(&c->inflight, 1);
 		atomic_fetch_add(&c->inflight_bytes, h.length);
 		conn_ref(c);
-		atomic_store_explicit(&c->inline_since, bl_now_monotonic_ns(),
-				      memory_order_relaxed);
-		uint64_t inline_role = (atomic_load(&c->role) & ~3ull) | ROLE_INLINE;
-		atomic_store(&c->role, inline_role);
-		atomic_fetch_add(&s->inline_running, 1);
-		if (atomic_load(&s->monitor_asleep))
-			monitor_wake(s);
-		run_call(c, id, &req, m);
-		atomic_fetch_sub(&s->inline_running, 1);
+		uint64_t inline_role = watch_start(s, c);
+		struct ttrpc_reply rep = {0};
+		int code = 0;
+		const char *msg = NULL;
+		bool answer = run_call(c, id, &req, m, &rep, &code, &msg);
 		ttrpc_request_release(&req);
-		atomic_fetch_sub(&c->inflight_bytes, h.length);
-		atomic_fetch_sub(&c->inflight, 1);
 		bool kept = atomic_compare_exchange_strong(&c->role, &inline_role,
 							   (inline_role & ~3ull) | ROLE_READING);
+		if (kept)
+			atomic_fetch_sub(&s->inline_running, 1);
+		/* With the next request already here, this reply waits to go out
+		 * with the next ones (at the latest before this thread would block
+		 * reading, or when a new reader takes over). */
+		if (answer)
+			conn_reply(c, kept, kept && rd_has_frame(&c->rd), id, code, msg,
+				   rep.payload, rep.len);
+		free(rep.payload);
+		handler_done(s);
+		atomic_fetch_sub(&c->inflight_bytes, h.length);
+		atomic_fetch_sub(&c->inflight, 1);
 		conn_unref(c);
 		if (!kept)
 			return; /* the monitor gave the reader role (and its reference) away */
 	}
+	conn_flush(c);
 	conn_unref(c);
 }
 
-static void monitor_wake(ttrpc_server *s)
+/* Makes mon_tfd fire at `at` if it is disarmed or due later; raise: also if
+ * it is due earlier (the caller is the only watched handler). */
+static void monitor_arm(ttrpc_server *s, uint64_t at, bool raise)
 {
 	pthread_mutex_lock(&s->mlock);
-	atomic_store(&s->monitor_asleep, false);
-	pthread_cond_signal(&s->mcond);
+	uint64_t d = atomic_load(&s->mon_deadline);
+	if (!s->mstop && (d == 0 || at < d || (raise && at != d))) {
+		struct itimerspec its = {.it_value = ns_to_ts(at)};
+		if (timerfd_settime(s->mon_tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+			atomic_store(&s->mon_deadline, at);
+		else
+			bl_warn("ttrpc: timerfd_settime: %s", strerror(errno));
+	}
 	pthread_mutex_unlock(&s->mlock);
 }
 
-/* Passes the reader role of connections whose inline handler overran. */
+/*
+ * Puts c's handler, about to run inline, under watch; returns the role value
+ * that the reader swaps back for ROLE_READING if it keeps the role. The timer
+ * is only touched when it would fire too late (or not at all) for this
+ * handler, or, when no other handler is watched, so early that this one is
+ * surely still young then: so a stream of fast handlers moves it out at most
+ * once per HANDOFF_NS and it never fires.
+ */
+static uint64_t watch_start(ttrpc_server *s, srv_conn *c)
+{
+	uint64_t now = bl_now_monotonic_ns();
+	unsigned others = atomic_fetch_add(&s->inline_running, 1);
+	atomic_store_explicit(&c->inline_since, now, memory_order_relaxed);
+	/* A new sequence number per handler: a scan that read an older one
+	 * cannot hand this one off. */
+	uint64_t role = ((atomic_load_explicit(&c->role, memory_order_relaxed) & ~3ull) + 4) |
+			ROLE_INLINE;
+	/* seq_cst store, then seq_cst load of the deadline: a scan that follows
+	 * the deadline we read sees this handler. */
+	atomic_store(&c->role, role);
+	uint64_t d = atomic_load(&s->mon_deadline);
+	if (d == 0 || d > now + 2 * HANDOFF_NS)
+		monitor_arm(s, now + 2 * HANDOFF_NS, false);
+	else if (d < now + HANDOFF_NS && others == 0)
+		monitor_arm(s, now + 2 * HANDOFF_NS, true);
+	return role;
+}
+
+/* Passes the reader role of connections whose inline handler overran, and
+ * re-arms the timer for those still running. */
 static void monitor_scan(ttrpc_server *s)
 {
 	srv_conn *give[64];
 	size_t n = 0;
+	uint64_t earliest = UINT64_MAX;
 	uint64_t now = bl_now_monotonic_ns();
 	pthread_mutex_lock(&s->lock);
-	for (srv_conn *c = s->conns; c && n < BL_ARRAY_SIZE(give); c = c->next) {
+	for (srv_conn *c = s->conns; c; c = c->next) {
 		uint64_t role = atomic_load(&c->role);
-		if ((role & 3) != ROLE_INLINE ||
-		    now - atomic_load_explicit(&c->inline_since, memory_order_relaxed) < HANDOFF_NS)
+		if ((role & 3) != ROLE_INLINE)
 			continue;
+		uint64_t since = atomic_load_explicit(&c->inline_since, memory_order_relaxed);
+		if (now - since < HANDOFF_NS || n == BL_ARRAY_SIZE(give)) {
+			if (since < earliest)
+				earliest = since;
+			continue;
+		}
 		if (atomic_compare_exchange_strong(&c->role, &role,
-						   ((role & ~3ull) + 4) | ROLE_GIVEN))
+						   ((role & ~3ull) + 4) | ROLE_GIVEN)) {
+			atomic_fetch_sub(&s->inline_running, 1);
 			give[n++] = c;
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (earliest != UINT64_MAX)
+		monitor_arm(s, earliest + HANDOFF_NS, false);
 	for (size_t i = 0; i < n; i++)
 		pool_post(s, give[i]);
 }
@@ -530,28 +661,23 @@ static void monitor_scan(ttrpc_server *s)
 static void *monitor_main(void *arg)
 {
 	ttrpc_server *s = arg;
-	unsigned idle = 0;
-	pthread_mutex_lock(&s->mlock);
-	while (!s->mstop) {
-		if (idle >= MONITOR_IDLE_TICKS) {
-			/* Pairs with the inline_running increment before the asleep check. */
-			atomic_store(&s->monitor_asleep, true);
-			if (atomic_load(&s->inline_running) == 0) {
-				while (atomic_load(&s->monitor_asleep) && !s->mstop)
-					pthread_cond_wait(&s->mcond, &s->mlock);
-			}
-			atomic_store(&s->monitor_asleep, false);
-			idle = 0;
-			continue;
+	for (;;) {
+		uint64_t ticks;
+		ssize_t r = read(s->mon_tfd, &ticks, sizeof(ticks));
+		if (r < 0 && errno != EINTR && errno != EAGAIN) {
+			bl_warn("ttrpc: monitor: read timerfd: %s", strerror(errno));
+			break;
 		}
-		struct timespec ts = ns_to_ts(bl_now_monotonic_ns() + HANDOFF_NS);
-		pthread_cond_timedwait(&s->mcond, &s->mlock, &ts);
-		pthread_mutex_unlock(&s->mlock);
-		idle = atomic_load(&s->inline_running) ? 0 : idle + 1;
-		monitor_scan(s);
 		pthread_mutex_lock(&s->mlock);
+		bool stop = s->mstop;
+		/* Unless it was re-armed since, the timer is spent. */
+		if (atomic_load(&s->mon_deadline) <= bl_now_monotonic_ns())
+			atomic_store(&s->mon_deadline, 0);
+		pthread_mutex_unlock(&s->mlock);
+		if (stop)
+			break;
+		monitor_scan(s);
 	}
-	pthread_mutex_unlock(&s->mlock);
 	return NULL;
 }
 
@@ -604,10 +730,15 @@ ttrpc_server *ttrpc_server_new(void)
 	pthread_cond_init(&s->state_cond, NULL);
 	pthread_mutex_init(&s->tlock, NULL);
 	cond_init_monotonic(&s->tcond);
+	s->mon_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (s->mon_tfd < 0) {
+		(void)close(s->wake_fd);
+		free(s);
+		return NULL;
+	}
 	pthread_mutex_init(&s->mlock, NULL);
-	cond_init_monotonic(&s->mcond);
 	atomic_init(&s->inline_running, 0);
-	atomic_init(&s->monitor_asleep, false);
+	atomic_init(&s->mon_deadline, 0);
 	return s;
 }
 
@@ -895,7 +1026,8 @@ void ttrpc_server_shutdown(ttrpc_server *srv)
 			pthread_join(srv->tthr, NULL);
 		pthread_mutex_lock(&srv->mlock);
 		srv->mstop = true;
-		pthread_cond_signal(&srv->mcond);
+		struct itimerspec its = {.it_value = {0, 1}}; /* relative: fire now */
+		(void)timerfd_settime(srv->mon_tfd, 0, &its, NULL);
 		pthread_mutex_unlock(&srv->mlock);
 		pthread_join(srv->mthr, NULL);
 	}
@@ -925,6 +1057,6 @@ void ttrpc_server_free(ttrpc_server *srv)
 	pthread_mutex_destroy(&srv->tlock);
 	pthread_cond_destroy(&srv->tcond);
 	pthread_mutex_destroy(&srv->mlock);
-	pthread_cond_destroy(&srv->mcond);
+	(void)close(srv->mon_tfd);
 	free(srv);
 }

@@ -142,7 +142,8 @@ int bl_sandbox_stop(bl_sandbox *sb, bl_error_t *err);
 /* Async-signal-unsafe but thread-safe: kills the VM now and makes every
  * pending and later call fail with BL_ECANCELED (SIGINT handling). */
 void bl_sandbox_cancel(bl_sandbox *sb);
-/* Releases everything: VM, QEMU, virtiofsd, sockets and the state directory.
+/* Releases everything: VM, QEMU, virtiofsd, the read-only image mount,
+ * sockets and the state directory.
  * For an attached sandbox it only disconnects. Accepts NULL. */
 void bl_sandbox_destroy(bl_sandbox *sb);
 /* Like bl_sandbox_destroy but keeps the state directory (console.log,
@@ -175,16 +176,12 @@ int bl_sandbox_remove(const char *state_dir, const char *id, bool force, bl_erro
 int bl_sandbox_gc(const char *state_dir, bl_error_t *err);
 
 /*
- * Call once at program start, before any thread exists. When /dev/kvm exists
- * but is unusable (no vmx/svm: TCG is chosen), libvirt 9.0 sees it as usable,
- * finds its cached QEMU capabilities (probed without KVM) stale and re-probes
- * QEMU dozens of times per domain start (about a minute here). As root this
- * moves the process into a private mount namespace with /dev/null over
- * /dev/kvm; QEMU and virtiofsd inherit it. A no-op otherwise
- * (BOXLITE_KEEP_KVM_NODE=1 disables it). Returns 1 when applied.
- * It also makes the process a child subreaper, so the QEMU and virtiofsd
- * that libvirt daemonizes are reaped here when they end (an init that does
- * not reap would leave zombies that libvirt waits on for seconds).
+ * Call once at program start, before any thread exists: makes the process a
+ * child subreaper, so the QEMU and virtiofsd that libvirt daemonizes are
+ * reaped here when they end (an init that does not reap would leave zombies
+ * that libvirt waits on for seconds). Returns 0 or a negative errno.
+ * (A slow create under TCG with a root:root 0600 /dev/kvm is a host set-up
+ * problem, warned about at VM start: run packaging/host-setup.sh.)
  */
 int bl_host_prepare(void);
 

@@ -245,3 +245,47 @@ void bl_cli_opts_clear(bl_cli_opts *c)
 	bl_strv_free(c->cmd);
 	*c = (bl_cli_opts){0};
 }
+
+/* The reason after the last "exec CMD: " or "exec \"CMD\": " in a message
+ * (the agent's, innermost, holds at most 200 bytes of CMD), or NULL. */
+static const char *exec_failure_reason(const char *msg, const char *cmd)
+{
+	size_t n = strnlen(cmd, 200);
+	const char *last = NULL;
+	for (const char *p = strstr(msg, "exec "); p; p = strstr(p + 1, "exec ")) {
+		const char *q = p + 5;
+		bool quoted = *q == '"';
+		q += quoted;
+		if (strncmp(q, cmd, n))
+			continue;
+		q += n;
+		if (quoted && *q++ != '"')
+			continue;
+		if (q[0] == ':' && q[1] == ' ')
+			last = q + 2;
+	}
+	return last;
+}
+
+int bl_cli_start_failure(const bl_error_t *err, const char *cmd, char *msg, size_t len)
+{
+	const char *why = cmd && *cmd ? exec_failure_reason(err->msg, cmd) : NULL;
+	if (!why)
+		return 0;
+	if (!strcmp(why, "executable file not found") || !strcmp(why, "No such file or directory")) {
+		snprintf(msg, len, "%s: %s", cmd,
+			 strchr(cmd, '/') ? "no such file or directory" : "command not found");
+		return 127;
+	}
+	/* The reason comes from the guest: printable ASCII only, lower case first
+	 * letter like a shell's "permission denied". */
+	char reason[128];
+	size_t i = 0;
+	for (; why[i] && i < sizeof(reason) - 1; i++)
+		reason[i] = why[i] >= 0x20 && why[i] < 0x7f ? why[i] : '?';
+	reason[i] = '\0';
+	if (reason[0] >= 'A' && reason[0] <= 'Z' && (reason[1] < 'A' || reason[1] > 'Z'))
+		reason[0] = (char)(reason[0] - 'A' + 'a');
+	snprintf(msg, len, "%s: %s", cmd, reason);
+	return 126;
+}

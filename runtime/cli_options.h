@@ -33,3 +33,9 @@ void bl_cli_opts_clear(bl_cli_opts *o);
 /* Strict unsigned decimal with bounds; returns 0 or -BL_EINVAL. */
 int bl_cli_parse_uint(const char *what, const char *s, unsigned min, unsigned max, unsigned *ret,
 		      bl_error_t *err);
+
+/* Reports a command that could not be started the way a shell does, without
+ * the RPC plumbing of err: returns 127 with "CMD: command not found" (or "no
+ * such file or directory" for a path), 126 with "CMD: permission denied" and
+ * the like, or 0 when err is not about starting cmd (report err as it is). */
+int bl_cli_start_failure(const bl_error_t *err, const char *cmd, char *msg, size_t len);

@@ -17,12 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,23 +103,68 @@ char *bl_default_initrd(void)
 
 int bl_host_prepare(void)
 {
-	const char *keep = getenv("BOXLITE_KEEP_KVM_NODE");
 	/* Orphaned QEMU/virtiofsd come to us to be reaped (see reap_vm_zombies). */
-	(void)prctl(PR_SET_CHILD_SUBREAPER, 1);
-	if (geteuid() != 0 || (keep && *keep == '1') || access("/dev/kvm", F_OK) < 0)
-		return 0;
-	bl_accel accel = BL_ACCEL_KVM;
-	if (bl_accel_choose(NULL, &accel, NULL, 0, NULL) < 0 || accel != BL_ACCEL_TCG)
-		return 0;
-	if (unshare(CLONE_NEWNS) < 0)
-		return 0;
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("/dev/null", "/dev/kvm", NULL, MS_BIND, NULL) < 0) {
-		bl_debug("hiding /dev/kvm: %s", strerror(errno));
-		return 0;
-	}
-	bl_debug("hid the unusable /dev/kvm from libvirt (private mount namespace)");
-	return 1;
+	return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? -errno : 0;
+}
+
+/* ------------------------------------------------------------ image share */
+
+#define SHARE_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID)
+
+/* Before Linux 5.12 (no mount_setattr): bind, then make the top mount
+ * read-only; a copy propagated in between would stay writable. */
+static int ro_bind_legacy(const char *src, const char *dst)
+{
+	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* A read-only copy of src's mount tree, made read-only before it is attached
+ * at dst (so a copy propagated to a peer namespace is read-only too), then
+ * made private (nothing mounted below it propagates). */
+static int ro_bind(const char *src, const char *dst)
+{
+	_cleanup_close_ int fd =
+	    open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	struct mount_attr ma = {.attr_set = SHARE_ATTRS, .propagation = MS_PRIVATE};
+	if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0)
+		return errno == ENOSYS ? ro_bind_legacy(src, dst) : -errno;
+	if (move_mount(fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0 ||
+	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* libvirt 9.0 refuses <readonly/> for virtio-fs and virtiofsd runs as root, so
+ * virtiofsd serves a read-only, nodev bind of the image instead: a
+ * compromised guest kernel can neither write into the shared image cache nor
+ * open host devices through device nodes in an image. */
+static int share_mount(bl_sandbox *sb, bl_error_t *err)
+{
+	_cleanup_free_ char *dst = bl_asprintf("%s/%s", sb->dir, BL_SHARE_DIR);
+	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+		return bl_set_error_errno(err, errno, "read-only image view: mkdir %s", dst);
+	sb->share = steal_pointer(&dst);
+	int r = ro_bind(sb->rootfs, sb->share);
+	if (r < 0)
+		return bl_set_error_errno(err, -r, "read-only image view: bind %s on %s", sb->rootfs,
+					  sb->share);
+	struct statvfs sv;
+	if (statvfs(sb->share, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NODEV))
+		return bl_set_error(err, BL_ESYSTEM, "read-only image view: %s is writable",
+				    sb->share);
+	return 0;
+}
+
+void bl_share_unmount(const char *sandbox_dir)
+{
+	_cleanup_free_ char *dst = bl_asprintf("%s/%s", sandbox_dir, BL_SHARE_DIR);
+	if (umount2(dst, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+		bl_warn("unmount %s: %s", dst, strerror(errno));
+	(void)rmdir(dst);
 }
 
 /* ------------------------------------------------------------ accessors */
@@ -200,7 +245,7 @@ static void reap_vm_zombies(void)
 {
 	_cleanup_closedir_ DIR *d = opendir("/proc");
 	struct dirent *de;
-	pid_t self = getpid();
+	pid_t self = getpid(), self_sid = getsid(0);
 	while (d && (de = readdir(d))) {
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
@@ -215,10 +260,14 @@ static void reap_vm_zombies(void)
 		if (!open_paren || !close_paren || close_paren[1] != ' ')
 			continue;
 		char state = close_paren[2];
-		int ppid = atoi(close_paren + 4);
+		int ppid = 0, pgrp = 0, sid = 0;
+		if (sscanf(close_paren + 4, "%d %d %d", &ppid, &pgrp, &sid) != 3)
+			continue;
 		bool ours = !strncmp(open_paren + 1, "qemu-system", 11) ||
 			    !strncmp(open_paren + 1, "virtiofsd", 9);
-		if (state == 'Z' && ppid == self && ours)
+		/* Daemonized (setsid) ones only: libvirt waits for its direct
+		 * children, which stay in our session, itself. */
+		if (state == 'Z' && ppid == self && ours && sid != self_sid)
 			(void)waitpid(atoi(de->d_name), NULL, WNOHANG);
 	}
 }
@@ -241,6 +290,22 @@ static void *reaper_main(void *arg)
 	return NULL;
 }
 
+static void reaper_start(struct reaper *r)
+{
+	*r = (struct reaper){0};
+	r->running = prctl(PR_GET_CHILD_SUBREAPER, &(int){0}) == 0 &&
+		     pthread_create(&r->thread, NULL, reaper_main, r) == 0;
+}
+
+static void reaper_stop(struct reaper *r)
+{
+	if (r->running) {
+		r->stop = true;
+		pthread_join(r->thread, NULL);
+		r->running = false;
+	}
+}
+
 /* Kills QEMU at once (a deadline or a cancel allows no graceful shutdown),
  * then lets libvirt tidy up; serialized by kill_lock, never under sb->lock so
  * callers waiting on the state are not held up. */
@@ -253,19 +318,15 @@ static void kill_vm(bl_sandbox *sb)
 	pthread_mutex_unlock(&sb->lock);
 	pthread_mutex_lock(&sb->kill_lock);
 	if (sb->vm) {
-		struct reaper r = {0};
-		r.running = prctl(PR_GET_CHILD_SUBREAPER, &(int){0}) == 0 &&
-			    pthread_create(&r.thread, NULL, reaper_main, &r) == 0;
+		struct reaper r;
+		reaper_start(&r);
 		pid_t qpid = bl_vm_qemu_pid(sb->vm);
 		if (qpid > 0)
 			(void)kill(qpid, SIGKILL);
 		bl_error_t err = BL_ERROR_INIT;
 		if (bl_vm_destroy(sb->vm, &err) < 0)
 			bl_warn("sandbox %s: %s", sb->id, err.msg);
-		if (r.running) {
-			r.stop = true;
-			pthread_join(r.thread, NULL);
-		}
+		reaper_stop(&r);
 	}
 	pthread_mutex_unlock(&sb->kill_lock);
 }
@@ -356,6 +417,7 @@ static void sandbox_free_fields(bl_sandbox *sb)
 	free(sb->user);
 	free(sb->image);
 	free(sb->rootfs);
+	free(sb->share);
 	free(sb->dir);
 	free(sb->state_root);
 	pthread_mutex_destroy(&sb->lock);
@@ -496,7 +558,7 @@ static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 	    .accel = accel,
 	    .console_log = log,
 	    .agent_socket = sock,
-	    .shares = {{.tag = BL_SHARE_TAG, .dir = sb->rootfs}},
+	    .shares = {{.tag = BL_SHARE_TAG, .dir = sb->share}},
 	    .n_shares = 1,
 	};
 	t0 = bl_now_monotonic_ns();
@@ -504,7 +566,11 @@ static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 	pthread_mutex_lock(&sb->lock);
 	bool cancelled = sb->cancelled || sb->timed_out;
 	pthread_mutex_unlock(&sb->lock);
+	/* libvirt may probe QEMU here (daemonized too): reap those as they end. */
+	struct reaper reaper;
+	reaper_start(&reaper);
 	r = cancelled ? 0 : bl_vm_start(sb->vm, &cfg, err);
+	reaper_stop(&reaper);
 	pthread_mutex_unlock(&sb->kill_lock);
 	if (cancelled)
 		return bl_set_error(err, BL_ECANCELED, "sandbox cancelled");
@@ -627,6 +693,8 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 	if (r == 0)
 		r = bl_meta_write(sb, "running", 0, err);
 	if (r == 0)
+		r = share_mount(sb, err);
+	if (r == 0)
 		r = start_timer(sb, err);
 	if (r == 0)
 		r = boot_vm(sb, o, err);
@@ -714,6 +782,11 @@ static void release(bl_sandbox *sb, bool remove_dir)
 		bl_agent_close(sb->agent);
 	bl_agent_free(steal_pointer(&sb->agent));
 	bl_vm_free(steal_pointer(&sb->vm));
+	if (sb->share) {
+		/* The VM is gone; bl_rm_rf would refuse the mount point anyway. */
+		bl_share_unmount(sb->dir);
+		free(steal_pointer(&sb->share));
+	}
 	if (sb->owned && sb->dir) {
 		bl_error_t e = BL_ERROR_INIT;
 		if (remove_dir) {

@@ -11,6 +11,8 @@
 
 #define BL_CONTAINER_ID	   "main"
 #define BL_SHARE_TAG	   "rootfs"
+/* In the state directory: the read-only bind of the image virtiofsd serves. */
+#define BL_SHARE_DIR "rootfs"
 #define BL_MONITOR_SERVICE "boxlite.sandbox.v1.Monitor"
 /* Guest RAM kept out of the container's memory limit for the kernel and agent. */
 #define BL_GUEST_RESERVE_MIB 40
@@ -26,6 +28,7 @@ struct bl_sandbox {
 	bl_agent *agent;
 	char *image;
 	char *rootfs;
+	char *share; /* dir/BL_SHARE_DIR while mounted */
 	bl_image_defaults img; /* what exec inherits (image + sandbox layer) */
 	bl_spec_process layer; /* the sandbox options' process layer */
 	char **args, **env;
@@ -56,6 +59,10 @@ struct bl_process {
 /* Turns a failed agent call into the sandbox's state: BL_ETIMEOUT after the
  * deadline, BL_ECANCELED after bl_sandbox_cancel; else r unchanged. */
 int bl_sandbox_map_error(bl_sandbox *sb, int r, bl_error_t *err);
+
+/* Unmounts (detached) and removes a sandbox's read-only image view; quiet
+ * when there is none. Needed before removing the state directory. */
+void bl_share_unmount(const char *sandbox_dir);
 
 /* State files. */
 char *bl_sandbox_path(const char *state_root, const char *id, const char *file);

@@ -304,6 +304,8 @@ int bl_sandbox_remove(const char *state_dir, const char *id, bool force, bl_erro
 	}
 	kill_stray_qemu(info.qemu_pid, id);
 	_cleanup_free_ char *dir = bl_asprintf("%s/%s", bl_state_dir(state_dir), id);
+	/* A dead owner left its read-only image view mounted. */
+	bl_share_unmount(dir);
 	return bl_rm_rf(dir, err);
 }
 

@@ -28,6 +28,9 @@ const char *bl_accel_name(bl_accel a);
 typedef struct bl_vm_share {
 	const char *tag; /* mount tag seen by the guest */
 	const char *dir; /* host directory */
+	/* false (the default): the host never changes dir while the VM runs (an
+	 * image), so the guest may cache it (virtiofsd cache=always). */
+	bool mutable_source;
 } bl_vm_share;
 
 typedef struct bl_vm_config {

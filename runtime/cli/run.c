@@ -172,17 +172,16 @@ static void set_raw_tty(void)
 /* ------------------------------------------------------------ run */
 
 /* Maps a failed StartProcess to 126/127 like a shell, else 125. */
-static int start_failure(const bl_error_t *err)
+static int start_failure(const bl_error_t *err, const char *cmd)
 {
-	cli_error("%s", err->msg);
-	if (err->code == BL_ENOTFOUND)
-		return BL_EXIT_NOTFOUND;
-	if (strstr(err->msg, "ermission denied") || strstr(err->msg, "not executable") ||
-	    strstr(err->msg, "format error"))
-		return BL_EXIT_NOEXEC;
-	if (err->code == BL_ETIMEOUT)
-		return BL_EXIT_TIMEOUT;
-	return BL_EXIT_FAILURE;
+	char msg[512];
+	int rc = bl_cli_start_failure(err, cmd, msg, sizeof(msg));
+	if (rc) {
+		bl_info("%s", err->msg);
+		cli_error("%s", msg);
+		return rc;
+	}
+	return cli_fail(err);
 }
 
 static int exit_code(int r, const bl_exit *ex, const bl_error_t *err, unsigned timeout)
@@ -290,7 +289,7 @@ int cmd_run(int argc, char **argv)
 	r = bl_sandbox_start(sb, &p, &err);
 	if (r < 0) {
 		rc = signal_exit();
-		rc = rc ? rc : start_failure(&err);
+		rc = rc ? rc : start_failure(&err, c.o.args ? c.o.args[0] : NULL);
 	} else {
 		uint64_t t1 = bl_now_monotonic_ns();
 		r = run_process(p, c.interactive, c.tty, &ex, &err);
@@ -348,7 +347,7 @@ int cmd_exec(int argc, char **argv)
 	int rc;
 	uint64_t t0 = bl_now_monotonic_ns();
 	if (bl_sandbox_exec(sb, &po, &p, &err) < 0) {
-		rc = start_failure(&err);
+		rc = start_failure(&err, po.args[0]);
 	} else {
 		int r = run_process(p, c.interactive, c.tty, &ex, &err);
 		bl_info("exec round trip %.1f ms", (double)(bl_now_monotonic_ns() - t0) / 1e6);

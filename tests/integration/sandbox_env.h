@@ -45,8 +45,7 @@ static bool sb_env_setup(const char *tag)
 	env.initrd = bl_test_initrd();
 	if (access(env.kernel, R_OK) < 0 || access(env.initrd, R_OK) < 0)
 		return false;
-	/* Before any thread: libvirt re-probes QEMU endlessly when an unusable
-	 * /dev/kvm is visible (see bl_host_prepare). */
+	/* Before any thread: reap the QEMU/virtiofsd libvirt daemonizes. */
 	(void)bl_host_prepare();
 	snprintf(env.qemu_needle, sizeof(env.qemu_needle), "guest=boxlite-bt%d-", (int)getpid());
 	env.dir = bl_test_tmpdir(tag);

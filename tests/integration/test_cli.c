@@ -160,11 +160,16 @@ static void test_exit_code_table(void)
 	SKIP_UNLESS_ENV();
 	struct result r = cli(NULL, RUN("--", "/no/such/cmd"));
 	CU_ASSERT_EQUAL(r.rc, 127);
-	CU_ASSERT(strstr(r.err, "/no/such/cmd") != NULL);
+	CU_ASSERT_STRING_EQUAL(r.err, "boxlite: /no/such/cmd: no such file or directory\n");
 	CU_ASSERT_STRING_EQUAL(r.out, "");
+	result_clear(&r);
+	r = cli(NULL, RUN("--", "nonexistent-cmd"));
+	CU_ASSERT_EQUAL(r.rc, 127);
+	CU_ASSERT_STRING_EQUAL(r.err, "boxlite: nonexistent-cmd: command not found\n");
 	result_clear(&r);
 	r = cli(NULL, RUN("--", "/etc/passwd"));
 	CU_ASSERT_EQUAL(r.rc, 126);
+	CU_ASSERT_STRING_EQUAL(r.err, "boxlite: /etc/passwd: permission denied\n");
 	result_clear(&r);
 	r = cli(NULL, RUN("--bogus", "--", "true"));
 	CU_ASSERT_EQUAL(r.rc, 125);
@@ -257,12 +262,20 @@ static void test_long_lived(void)
 	r = cli(NULL, (const char *const[]){"ls", NULL});
 	CU_ASSERT(strstr(r.out, "ll1") && strstr(r.out, "running"));
 	result_clear(&r);
+	r = cli(NULL, (const char *const[]){"exec", "ll1", "--", "nonexistent-cmd", NULL});
+	CU_ASSERT_EQUAL(r.rc, 127);
+	CU_ASSERT_STRING_EQUAL(r.err, "boxlite: nonexistent-cmd: command not found\n");
+	result_clear(&r);
 	r = cli(NULL, (const char *const[]){"rm", "ll1", NULL});
 	CU_ASSERT_EQUAL(r.rc, 125); /* running: needs stop or -f */
 	result_clear(&r);
+	/* The monitor's read-only image view lives as long as its VM. */
+	_cleanup_free_ char *share = bl_asprintf("%s/ll1/rootfs", env.state);
+	CU_ASSERT(mounts_mention(share));
 	r = cli(NULL, (const char *const[]){"stop", "ll1", NULL});
 	CU_ASSERT_EQUAL(r.rc, 0);
 	result_clear(&r);
+	CU_ASSERT(!mounts_mention(share));
 	r = cli(NULL, (const char *const[]){"logs", "ll1", NULL});
 	CU_ASSERT_EQUAL(r.rc, 0);
 	CU_ASSERT(strstr(r.out, "boxlite-agent") != NULL);
@@ -326,9 +339,13 @@ static void test_dead_owner_gc(void)
 	kill(info.pid, SIGKILL);
 	/* As a child subreaper (bl_host_prepare) we inherited the monitor. */
 	(void)waitpid(info.pid, NULL, 0);
+	/* Its read-only image view outlived it until the garbage collection. */
+	_cleanup_free_ char *share = bl_asprintf("%s/gc1/rootfs", env.state);
+	CU_ASSERT(mounts_mention(share));
 	r = cli(NULL, (const char *const[]){"ls", NULL});
 	CU_ASSERT_EQUAL(r.rc, 0);
 	CU_ASSERT(strstr(r.out, "gc1") == NULL);
+	CU_ASSERT(!mounts_mention(share));
 	result_clear(&r);
 	sb_assert_clean();
 }

@@ -8,6 +8,9 @@
 #include "sandbox_internal.h"
 
 #include <signal.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/statvfs.h>
 
 #define SKIP_UNLESS_ENV() \
@@ -276,6 +279,89 @@ static void test_isolation(void)
 	sb_assert_clean();
 }
 
+static uid_t owner_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
+}
+
+/* virtiofsd (root) serves a read-only, nodev bind of the image, so nothing
+ * reaching it from the guest can change the image; the bind goes with the
+ * sandbox, and libvirt leaves the guest kernel and initramfs alone. */
+static void test_readonly_share(void)
+{
+	SKIP_UNLESS_ENV();
+	uid_t kernel_uid = owner_of(env.kernel), initrd_uid = owner_of(env.initrd);
+	bl_sandbox_options o = sb_opts(NULL);
+	bl_process *init = NULL;
+	bl_sandbox *sb = start(&o, &init);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(sb);
+	_cleanup_free_ char *share = bl_asprintf("%s/rootfs", bl_sandbox_dir(sb));
+	_cleanup_free_ char *x = bl_asprintf("%s/x", share);
+	_cleanup_free_ char *bb = bl_asprintf("%s/bin/busybox", share);
+	_cleanup_free_ char *etc = bl_asprintf("%s/etc/newdir", share);
+	CU_ASSERT(mounts_mention(share));
+	struct statvfs sv;
+	CU_ASSERT_EQUAL_FATAL(statvfs(share, &sv), 0);
+	CU_ASSERT(sv.f_flag & ST_RDONLY);
+	CU_ASSERT(sv.f_flag & ST_NODEV);
+	int fd = open(x, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	CU_ASSERT(fd < 0 && errno == EROFS);
+	if (fd >= 0)
+		close(fd);
+	fd = open(bb, O_WRONLY | O_APPEND | O_CLOEXEC);
+	CU_ASSERT(fd < 0 && errno == EROFS);
+	if (fd >= 0)
+		close(fd);
+	CU_ASSERT(mkdir(etc, 0755) < 0 && errno == EROFS);
+	CU_ASSERT(unlink(bb) < 0 && errno == EROFS);
+	CU_ASSERT(chmod(bb, 0777) < 0 && errno == EROFS);
+	/* The virtiofsd serving this sandbox serves the read-only view. */
+	CU_ASSERT(bl_test_count_procs(share) >= 1);
+	/* The guest still reads the image through it. */
+	bl_error_t err = BL_ERROR_INIT;
+	bl_exit ex;
+	bl_process *p = NULL;
+	const char *const r[] = {"sh", "-c", "test -s /etc/passwd && test -x /bin/busybox",
+				 NULL};
+	bl_process_options po = {.args = r};
+	CU_ASSERT_EQUAL_FATAL(bl_sandbox_exec(sb, &po, &p, &err), 0);
+	CU_ASSERT_EQUAL(bl_process_run_io(p, -1, -1, -1, &ex, &err), 0);
+	CU_ASSERT_EQUAL(ex.status, 0);
+	bl_process_free(p);
+	CU_ASSERT_EQUAL(owner_of(env.kernel), kernel_uid);
+	CU_ASSERT_EQUAL(owner_of(env.initrd), initrd_uid);
+	_cleanup_free_ char *img_x = bl_asprintf("%s/x", env.rootfs);
+	CU_ASSERT(access(img_x, F_OK) < 0);
+	bl_process_free(init);
+	bl_sandbox_destroy(sb);
+	CU_ASSERT(!mounts_mention(share));
+	CU_ASSERT(access(share, F_OK) < 0);
+	sb_assert_clean();
+}
+
+/* bl_rm_rf stops at a bind mount of the same filesystem (same st_dev). */
+static void test_rm_rf_stops_at_bind(void)
+{
+	SKIP_UNLESS_ENV();
+	_cleanup_free_ char *src = bl_asprintf("%s/bind-src", env.dir);
+	_cleanup_free_ char *top = bl_asprintf("%s/bind-top", env.dir);
+	_cleanup_free_ char *mnt = bl_asprintf("%s/m", top);
+	_cleanup_free_ char *keep = bl_asprintf("%s/keep", src);
+	CU_ASSERT_EQUAL_FATAL(bl_mkdir_p(src, 0755, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(bl_mkdir_p(mnt, 0755, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(bl_write_file(keep, "k", 1, 0644, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(mount(src, mnt, NULL, MS_BIND, NULL), 0);
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT(bl_rm_rf(top, &err) < 0);
+	CU_ASSERT(strstr(err.msg, "mount point") != NULL);
+	CU_ASSERT(access(keep, F_OK) == 0);
+	CU_ASSERT_EQUAL(umount2(mnt, MNT_DETACH), 0);
+	CU_ASSERT_EQUAL(bl_rm_rf(top, NULL), 0);
+	CU_ASSERT_EQUAL(bl_rm_rf(src, NULL), 0);
+	CU_ASSERT(!mounts_mention(top));
+}
+
 static void test_errors(void)
 {
 	SKIP_UNLESS_ENV();
@@ -331,6 +417,8 @@ int main(void)
 	    {"fork_bomb", test_fork_bomb},
 	    {"disk_limit", test_disk_limit},
 	    {"isolation", test_isolation},
+	    {"readonly_share", test_readonly_share},
+	    {"rm_rf_stops_at_bind", test_rm_rf_stops_at_bind},
 	    {"errors", test_errors},
 	    {NULL, NULL},
 	};

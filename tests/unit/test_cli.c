@@ -130,6 +130,57 @@ static void test_parse_uint(void)
 	CU_ASSERT(bl_cli_parse_uint("x", "99999999999999999999", 1, 100, &v, NULL) < 0);
 }
 
+static int start_failure(bl_code code, const char *msg, const char *cmd, char *out, size_t len)
+{
+	bl_error_t err = BL_ERROR_INIT;
+	bl_set_error(&err, code, "%s", msg);
+	out[0] = '\0';
+	return bl_cli_start_failure(&err, cmd, out, len);
+}
+
+/* Shell-like messages for a command that cannot start, no RPC plumbing. */
+static void test_start_failure(void)
+{
+	char m[256];
+	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND,
+				      "start: boxlite.agent.v1.Agent/StartProcess: exec "
+				      "\"nonexistent-cmd\": executable file not found",
+				      "nonexistent-cmd", m, sizeof(m)),
+			127);
+	CU_ASSERT_STRING_EQUAL(m, "nonexistent-cmd: command not found");
+	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND,
+				      "exec /no/such: boxlite.agent.v1.Agent/StartProcess: exec "
+				      "\"/no/such\": executable file not found",
+				      "/no/such", m, sizeof(m)),
+			127);
+	CU_ASSERT_STRING_EQUAL(m, "/no/such: no such file or directory");
+	CU_ASSERT_EQUAL(start_failure(BL_ESYSTEM,
+				      "start: boxlite.agent.v1.Agent/StartProcess: exec "
+				      "/etc/passwd: Permission denied",
+				      "/etc/passwd", m, sizeof(m)),
+			126);
+	CU_ASSERT_STRING_EQUAL(m, "/etc/passwd: permission denied");
+	CU_ASSERT_EQUAL(start_failure(BL_ESYSTEM, "start: X/Y: exec ./a.out: Exec format error\x1b[2J",
+				      "./a.out", m, sizeof(m)),
+			126);
+	CU_ASSERT_STRING_EQUAL(m, "./a.out: exec format error?[2J");
+	/* Not about starting the command: reported as it is. */
+	CU_ASSERT_EQUAL(start_failure(BL_ETIMEOUT, "timed out after 5 s", "sh", m, sizeof(m)), 0);
+	CU_ASSERT_EQUAL(start_failure(BL_ESYSTEM, "start: X/Y: chdir: No such file or directory",
+				      "sh", m, sizeof(m)),
+			0);
+	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "start: user: no user 'bob'", "bob", m,
+				      sizeof(m)),
+			0);
+	/* Another command's name in the message does not count. */
+	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "exec \"shx\": executable file not found",
+				      "sh", m, sizeof(m)),
+			0);
+	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "exec \"sh\": executable file not found", NULL,
+				      m, sizeof(m)),
+			0);
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
@@ -139,6 +190,7 @@ int main(void)
 	    {"exec", test_exec},
 	    {"env_passthrough", test_env_passthrough},
 	    {"parse_uint", test_parse_uint},
+	    {"start_failure", test_start_failure},
 	    {NULL, NULL},
 	};
 	return bl_test_run("cli", cases);

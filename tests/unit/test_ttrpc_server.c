@@ -201,6 +201,39 @@ static void test_blocked_call_does_not_block_others(void)
 	ttrpc_server_free(srv);
 }
 
+/* Replies to fast calls pipelined ahead of a blocking one on the same
+ * connection (held back to go out together) are not stuck behind it. */
+static void test_replies_ahead_of_blocked_call(void)
+{
+	gate_reset();
+	ttrpc_server *srv = new_server();
+	int fd = tt_connect(srv);
+	tt_resp r;
+	for (int round = 0; round < 20; round++) {
+		uint32_t base = 1 + (uint32_t)round * 8;
+		tt_send_request(fd, base, "test.v1.T", "Echo", "a", 1, 0, NULL, NULL);
+		tt_send_request(fd, base + 2, "test.v1.T", "Echo", "b", 1, 0, NULL, NULL);
+		tt_send_request(fd, base + 4, "test.v1.T", "Block", NULL, 0, 0, NULL, NULL);
+		bool got[2] = {false, false};
+		for (int i = 0; i < 2; i++) {
+			CU_ASSERT_FATAL(tt_read_response(fd, &r, 2000) == 1);
+			CU_ASSERT(r.id == base || r.id == base + 2);
+			got[r.id == base + 2] = true;
+			free(r.payload);
+		}
+		CU_ASSERT(got[0] && got[1]);
+		CU_ASSERT(gate_wait_for_waiters(round + 1, 2000));
+	}
+	gate_release();
+	for (int i = 0; i < 20; i++) {
+		CU_ASSERT_FATAL(tt_read_response(fd, &r, 2000) == 1);
+		CU_ASSERT_STRING_EQUAL((char *)r.payload, "released");
+		free(r.payload);
+	}
+	close(fd);
+	ttrpc_server_free(srv);
+}
+
 static void test_deadline_exceeded_and_late_reply_dropped(void)
 {
 	ttrpc_server *srv = new_server();
@@ -711,6 +744,7 @@ int main(void)
 	static const bl_test_case cases[] = {
 	    {"dispatch_and_statuses", test_dispatch_and_statuses},
 	    {"blocked_call_does_not_block_others", test_blocked_call_does_not_block_others},
+	    {"replies_ahead_of_blocked_call", test_replies_ahead_of_blocked_call},
 	    {"deadline_exceeded_and_late_reply_dropped",
 	     test_deadline_exceeded_and_late_reply_dropped},
 	    {"metadata", test_metadata},

@@ -106,12 +106,16 @@ static void test_xml_kvm_and_disk(void)
 	bl_vm_config cfg = base_config();
 	cfg.accel = BL_ACCEL_KVM;
 	cfg.disk_image = "/s/disk.img";
+	cfg.shares[0].mutable_source = true;
 	_cleanup_free_ char *xml = NULL;
 	CU_ASSERT_EQUAL_FATAL(bl_vm_domain_xml(&cfg, &xml, NULL), 0);
 	_cleanup_free_ char *type = xpath_string(xml, "string(/domain/@type)");
 	CU_ASSERT_STRING_EQUAL(type, "kvm");
 	_cleanup_free_ char *disk = xpath_string(xml, "string(/domain/devices/disk/source/@file)");
 	CU_ASSERT_STRING_EQUAL(disk, "/s/disk.img");
+	_cleanup_free_ char *cache =
+		xpath_string(xml, "string(/domain/devices/filesystem/binary/cache/@mode)");
+	CU_ASSERT_STRING_EQUAL(cache, "auto");
 }
 
 static void test_xml_rejects_bad_config(void)
