@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define CG_SMALL_MAX 4096 /* memory.events, cpu.stat: a few hundred bytes */
-#define CG_PIDS_MAX (1u << 20)
+#define CG_PIDS_MAX  (1u << 20)
 
 static int cg_write(const char *dir, const char *file, const char *val, bl_error_t *err)
 {

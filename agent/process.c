@@ -338,9 +338,9 @@ int agent_process_start(agent_container *c, const char *exec_id, const agent_pro
 		attach_pty(registered, pty, want_stdin);
 	*ret_pid = registered->pid;
 	/* Debug only: a console line costs about a millisecond under TCG. */
-	bl_debug("container %s: started %s pid %d (prepare %.2f ms, spawn and exec %.2f ms)",
-		 c->id, exec_id[0] ? exec_id : "init", (int)registered->pid,
-		 (double)(t1 - t0) / 1e6, (double)(bl_now_monotonic_ns() - t1) / 1e6);
+	bl_debug("container %s: started %s pid %d (prepare %.2f ms, spawn and exec %.2f ms)", c->id,
+		 exec_id[0] ? exec_id : "init", (int)registered->pid, (double)(t1 - t0) / 1e6,
+		 (double)(bl_now_monotonic_ns() - t1) / 1e6);
 	return 0;
 }
 

@@ -130,7 +130,7 @@ struct ttrpc_server {
 	 * mon_deadline != 0 is when mon_tfd fires next (it only ever moves later
 	 * when a single handler is watched), and each scan re-arms for the
 	 * handlers it leaves running. */
-	atomic_uint inline_running;	/* watched handlers */
+	atomic_uint inline_running;    /* watched handlers */
 	_Atomic uint64_t mon_deadline; /* 0: disarmed */
 	pthread_mutex_t mlock;	       /* serializes arming; mon_deadline writes */
 	int mon_tfd;
@@ -613,8 +613,8 @@ static uint64_t watch_start(ttrpc_server *s, srv_conn *c)
 	atomic_store_explicit(&c->inline_since, now, memory_order_relaxed);
 	/* A new sequence number per handler: a scan that read an older one
 	 * cannot hand this one off. */
-	uint64_t role = ((atomic_load_explicit(&c->role, memory_order_relaxed) & ~3ull) + 4) |
-			ROLE_INLINE;
+	uint64_t role =
+	    ((atomic_load_explicit(&c->role, memory_order_relaxed) & ~3ull) + 4) | ROLE_INLINE;
 	/* seq_cst store, then seq_cst load of the deadline: a scan that follows
 	 * the deadline we read sees this handler. */
 	atomic_store(&c->role, role);

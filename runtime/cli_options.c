@@ -272,7 +272,8 @@ int bl_cli_start_failure(const bl_error_t *err, const char *cmd, char *msg, size
 	const char *why = cmd && *cmd ? exec_failure_reason(err->msg, cmd) : NULL;
 	if (!why)
 		return 0;
-	if (!strcmp(why, "executable file not found") || !strcmp(why, "No such file or directory")) {
+	if (!strcmp(why, "executable file not found") ||
+	    !strcmp(why, "No such file or directory")) {
 		snprintf(msg, len, "%s: %s", cmd,
 			 strchr(cmd, '/') ? "no such file or directory" : "command not found");
 		return 127;

@@ -20,7 +20,6 @@
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -103,7 +102,7 @@ char *bl_default_initrd(void)
 
 int bl_host_prepare(void)
 {
-	/* Orphaned QEMU/virtiofsd come to us to be reaped (see reap_vm_zombies). */
+	/* Orphaned QEMU/virtiofsd come to us to be reaped (see vm.c, reaper). */
 	return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? -errno : 0;
 }
 
@@ -117,7 +116,8 @@ static int ro_bind_legacy(const char *src, const char *dst)
 {
 	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0 ||
 	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0)
+	    mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) <
+		0)
 		return -errno;
 	return 0;
 }
@@ -150,8 +150,8 @@ static int share_mount(bl_sandbox *sb, bl_error_t *err)
 	sb->share = steal_pointer(&dst);
 	int r = ro_bind(sb->rootfs, sb->share);
 	if (r < 0)
-		return bl_set_error_errno(err, -r, "read-only image view: bind %s on %s", sb->rootfs,
-					  sb->share);
+		return bl_set_error_errno(err, -r, "read-only image view: bind %s on %s",
+					  sb->rootfs, sb->share);
 	struct statvfs sv;
 	if (statvfs(sb->share, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NODEV))
 		return bl_set_error(err, BL_ESYSTEM, "read-only image view: %s is writable",
@@ -234,78 +234,6 @@ int bl_sandbox_map_error(bl_sandbox *sb, int r, bl_error_t *err)
 	return r;
 }
 
-/* ------------------------------------------------------------ reaping */
-
-/* QEMU and virtiofsd are daemonized by libvirt; with this process a child
- * subreaper (bl_host_prepare) they become our children when they die, and
- * reaping them here lets libvirt see them gone at once (an init that does not
- * reap leaves zombies that libvirt waits on for seconds). Only zombies named
- * like them are reaped: libvirt's own direct children stay libvirt's. */
-static void reap_vm_zombies(void)
-{
-	_cleanup_closedir_ DIR *d = opendir("/proc");
-	struct dirent *de;
-	pid_t self = getpid(), self_sid = getsid(0);
-	while (d && (de = readdir(d))) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		char path[300], buf[512];
-		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
-		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
-		if (!open_paren || !close_paren || close_paren[1] != ' ')
-			continue;
-		char state = close_paren[2];
-		int ppid = 0, pgrp = 0, sid = 0;
-		if (sscanf(close_paren + 4, "%d %d %d", &ppid, &pgrp, &sid) != 3)
-			continue;
-		bool ours = !strncmp(open_paren + 1, "qemu-system", 11) ||
-			    !strncmp(open_paren + 1, "virtiofsd", 9);
-		/* Daemonized (setsid) ones only: libvirt waits for its direct
-		 * children, which stay in our session, itself. */
-		if (state == 'Z' && ppid == self && ours && sid != self_sid)
-			(void)waitpid(atoi(de->d_name), NULL, WNOHANG);
-	}
-}
-
-struct reaper {
-	pthread_t thread;
-	volatile bool stop;
-	bool running;
-};
-
-static void *reaper_main(void *arg)
-{
-	struct reaper *r = arg;
-	while (!r->stop) {
-		reap_vm_zombies();
-		struct timespec ts = {0, 5 * 1000000};
-		nanosleep(&ts, NULL);
-	}
-	reap_vm_zombies();
-	return NULL;
-}
-
-static void reaper_start(struct reaper *r)
-{
-	*r = (struct reaper){0};
-	r->running = prctl(PR_GET_CHILD_SUBREAPER, &(int){0}) == 0 &&
-		     pthread_create(&r->thread, NULL, reaper_main, r) == 0;
-}
-
-static void reaper_stop(struct reaper *r)
-{
-	if (r->running) {
-		r->stop = true;
-		pthread_join(r->thread, NULL);
-		r->running = false;
-	}
-}
-
 /* Kills QEMU at once (a deadline or a cancel allows no graceful shutdown),
  * then lets libvirt tidy up; serialized by kill_lock, never under sb->lock so
  * callers waiting on the state are not held up. */
@@ -318,15 +246,12 @@ static void kill_vm(bl_sandbox *sb)
 	pthread_mutex_unlock(&sb->lock);
 	pthread_mutex_lock(&sb->kill_lock);
 	if (sb->vm) {
-		struct reaper r;
-		reaper_start(&r);
 		pid_t qpid = bl_vm_qemu_pid(sb->vm);
 		if (qpid > 0)
 			(void)kill(qpid, SIGKILL);
 		bl_error_t err = BL_ERROR_INIT;
 		if (bl_vm_destroy(sb->vm, &err) < 0)
 			bl_warn("sandbox %s: %s", sb->id, err.msg);
-		reaper_stop(&r);
 	}
 	pthread_mutex_unlock(&sb->kill_lock);
 }
@@ -566,11 +491,7 @@ static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 	pthread_mutex_lock(&sb->lock);
 	bool cancelled = sb->cancelled || sb->timed_out;
 	pthread_mutex_unlock(&sb->lock);
-	/* libvirt may probe QEMU here (daemonized too): reap those as they end. */
-	struct reaper reaper;
-	reaper_start(&reaper);
 	r = cancelled ? 0 : bl_vm_start(sb->vm, &cfg, err);
-	reaper_stop(&reaper);
 	pthread_mutex_unlock(&sb->kill_lock);
 	if (cancelled)
 		return bl_set_error(err, BL_ECANCELED, "sandbox cancelled");

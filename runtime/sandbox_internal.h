@@ -9,10 +9,10 @@
 #include "spec.h"
 #include "vm.h"
 
-#define BL_CONTAINER_ID	   "main"
-#define BL_SHARE_TAG	   "rootfs"
+#define BL_CONTAINER_ID "main"
+#define BL_SHARE_TAG	"rootfs"
 /* In the state directory: the read-only bind of the image virtiofsd serves. */
-#define BL_SHARE_DIR "rootfs"
+#define BL_SHARE_DIR	   "rootfs"
 #define BL_MONITOR_SERVICE "boxlite.sandbox.v1.Monitor"
 /* Guest RAM kept out of the container's memory limit for the kernel and agent. */
 #define BL_GUEST_RESERVE_MIB 40
@@ -28,7 +28,7 @@ struct bl_sandbox {
 	bl_agent *agent;
 	char *image;
 	char *rootfs;
-	char *share; /* dir/BL_SHARE_DIR while mounted */
+	char *share;	       /* dir/BL_SHARE_DIR while mounted */
 	bl_image_defaults img; /* what exec inherits (image + sandbox layer) */
 	bl_spec_process layer; /* the sandbox options' process layer */
 	char **args, **env;

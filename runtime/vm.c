@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -331,6 +333,83 @@ int bl_vm_domain_xml(const bl_vm_config *cfg, char **ret_xml, bl_error_t *err)
 	return 0;
 }
 
+/* ------------------------------------------------------------ reaping */
+
+/* QEMU and virtiofsd are daemonized by libvirt; with this process a child
+ * subreaper (bl_host_prepare) they are our children, and reaping them here
+ * lets libvirt see them gone at once (an init that does not reap leaves
+ * zombies that libvirt waits on for 40 s each, also those of its capability
+ * probes). Only daemonized ones (another session) named like them are ours to
+ * reap: libvirt waits for its direct children itself. */
+static bool is_vm_zombie(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+	if (!open_paren || !close_paren || close_paren[1] != ' ')
+		return false;
+	int ppid = 0, pgrp = 0, sid = 0;
+	if (close_paren[2] != 'Z' || sscanf(close_paren + 4, "%d %d %d", &ppid, &pgrp, &sid) != 3)
+		return false;
+	bool named =
+	    !strncmp(open_paren + 1, "qemu-system", 11) || !strncmp(open_paren + 1, "virtiofsd", 9);
+	return named && sid != getsid(0);
+}
+
+/* Waits (without reaping) for any child to exit, reaps it when it is a VM
+ * process, and otherwise leaves it to its owner for a moment. */
+static void *reaper_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		siginfo_t si = {0};
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT) < 0) {
+			/* No children right now: nothing to reap until a VM starts. */
+			struct timespec ts = {0, 50 * 1000000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (si.si_pid > 0 && is_vm_zombie(si.si_pid)) {
+			(void)waitpid(si.si_pid, NULL, WNOHANG);
+			continue;
+		}
+		/* Someone else's child (libvirt's, the application's): its owner
+		 * reaps it; don't spin on it meanwhile. */
+		struct timespec ts = {0, 2 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+/* A detached background thread that never takes the process's signals. */
+static int start_service_thread(void *(*fn)(void *))
+{
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int r = pthread_create(&t, &attr, fn, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return r == 0 ? 0 : -1;
+}
+
+static pthread_once_t reaper_once = PTHREAD_ONCE_INIT;
+static void reaper_init(void)
+{
+	int subreaper = 0;
+	if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper)
+		(void)start_service_thread(reaper_main);
+}
+
 /* ------------------------------------------------------------ libvirt */
 
 static void quiet_libvirt(void *opaque, virErrorPtr e)
@@ -367,17 +446,8 @@ static void libvirt_init(void)
 		return;
 	}
 	/* The embedded driver and domain events need a running event loop. */
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	if (pthread_create(&t, &attr, event_loop, NULL) != 0)
+	if (start_service_thread(event_loop) < 0)
 		libvirt_init_result = -1;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
 }
 
 static int virt_error(bl_error_t *err, const char *what)
@@ -509,6 +579,7 @@ static int embed_open(bl_error_t *err)
 int bl_vm_open(const char *uri, bl_vm **ret, bl_error_t *err)
 {
 	pthread_once(&libvirt_once, libvirt_init);
+	pthread_once(&reaper_once, reaper_init);
 	if (libvirt_init_result < 0)
 		return virt_error(err, "initialize libvirt");
 	_cleanup_free_ bl_vm *vm = bl_malloc0(sizeof(*vm));

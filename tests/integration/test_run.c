@@ -322,8 +322,7 @@ static void test_readonly_share(void)
 	bl_error_t err = BL_ERROR_INIT;
 	bl_exit ex;
 	bl_process *p = NULL;
-	const char *const r[] = {"sh", "-c", "test -s /etc/passwd && test -x /bin/busybox",
-				 NULL};
+	const char *const r[] = {"sh", "-c", "test -s /etc/passwd && test -x /bin/busybox", NULL};
 	bl_process_options po = {.args = r};
 	CU_ASSERT_EQUAL_FATAL(bl_sandbox_exec(sb, &po, &p, &err), 0);
 	CU_ASSERT_EQUAL(bl_process_run_io(p, -1, -1, -1, &ex, &err), 0);

@@ -160,7 +160,8 @@ static void test_start_failure(void)
 				      "/etc/passwd", m, sizeof(m)),
 			126);
 	CU_ASSERT_STRING_EQUAL(m, "/etc/passwd: permission denied");
-	CU_ASSERT_EQUAL(start_failure(BL_ESYSTEM, "start: X/Y: exec ./a.out: Exec format error\x1b[2J",
+	CU_ASSERT_EQUAL(start_failure(BL_ESYSTEM,
+				      "start: X/Y: exec ./a.out: Exec format error\x1b[2J",
 				      "./a.out", m, sizeof(m)),
 			126);
 	CU_ASSERT_STRING_EQUAL(m, "./a.out: exec format error?[2J");
@@ -169,12 +170,11 @@ static void test_start_failure(void)
 	CU_ASSERT_EQUAL(start_failure(BL_ESYSTEM, "start: X/Y: chdir: No such file or directory",
 				      "sh", m, sizeof(m)),
 			0);
-	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "start: user: no user 'bob'", "bob", m,
-				      sizeof(m)),
-			0);
+	CU_ASSERT_EQUAL(
+	    start_failure(BL_ENOTFOUND, "start: user: no user 'bob'", "bob", m, sizeof(m)), 0);
 	/* Another command's name in the message does not count. */
-	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "exec \"shx\": executable file not found",
-				      "sh", m, sizeof(m)),
+	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "exec \"shx\": executable file not found", "sh",
+				      m, sizeof(m)),
 			0);
 	CU_ASSERT_EQUAL(start_failure(BL_ENOTFOUND, "exec \"sh\": executable file not found", NULL,
 				      m, sizeof(m)),
@@ -184,14 +184,10 @@ static void test_start_failure(void)
 int main(void)
 {
 	static const bl_test_case cases[] = {
-	    {"run_options", test_run_options},
-	    {"run_python", test_run_python},
-	    {"bad_options", test_bad_options},
-	    {"exec", test_exec},
-	    {"env_passthrough", test_env_passthrough},
-	    {"parse_uint", test_parse_uint},
-	    {"start_failure", test_start_failure},
-	    {NULL, NULL},
+	    {"run_options", test_run_options},	       {"run_python", test_run_python},
+	    {"bad_options", test_bad_options},	       {"exec", test_exec},
+	    {"env_passthrough", test_env_passthrough}, {"parse_uint", test_parse_uint},
+	    {"start_failure", test_start_failure},     {NULL, NULL},
 	};
 	return bl_test_run("cli", cases);
 }

@@ -114,7 +114,7 @@ static void test_xml_kvm_and_disk(void)
 	_cleanup_free_ char *disk = xpath_string(xml, "string(/domain/devices/disk/source/@file)");
 	CU_ASSERT_STRING_EQUAL(disk, "/s/disk.img");
 	_cleanup_free_ char *cache =
-		xpath_string(xml, "string(/domain/devices/filesystem/binary/cache/@mode)");
+	    xpath_string(xml, "string(/domain/devices/filesystem/binary/cache/@mode)");
 	CU_ASSERT_STRING_EQUAL(cache, "auto");
 }
 
