@@ -214,10 +214,10 @@ format-check:
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/boxlite $(DESTDIR)$(PREFIX)/include
-	install -m 0755 $(filter-out %.cpio %vmlinux,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
 	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 runtime/boxlite.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 runtime/boxlite.h common/bl_error.h $(DESTDIR)$(PREFIX)/include/
 
 clean:
 	rm -rf $(BUILD)
