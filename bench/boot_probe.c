@@ -7,6 +7,7 @@
  * Usage: boot_probe KERNEL INITRD N [URI|raw]
  */
 #include "bl_cleanup.h"
+#include "boxlite.h"
 #include "bl_util.h"
 #include "vm.h"
 
@@ -220,6 +221,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: boot_probe KERNEL INITRD N [URI]\n");
 		return 2;
 	}
+	/* As the product does: reap our VMs' zombies so teardown is not timed
+	 * against a slow init. */
+	(void)bl_host_prepare();
 	int n = atoi(argv[3]);
 	if (n < 1 || n > 1000)
 		return 2;
