@@ -53,58 +53,20 @@ static int connect_unix(const char *path)
 	return -1;
 }
 
-/* One boot; fills create/marker/total in ms. Returns 0 on success. */
+/* One boot through libvirt; fills create/marker/total in ms. */
 static int one_boot(const char *kernel, const char *initrd, const char *uri, int i, double *create,
 		    double *marker, double *total)
 {
-	_cleanup_free_ char *dir = bl_asprintf("/tmp/boxlite-bench-%d-%d", (int)getpid(), i);
-	_cleanup_free_ char *share = bl_asprintf("%s/share", dir);
-	_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", dir);
-	_cleanup_free_ char *log = bl_asprintf("%s/console.log", dir);
-	_cleanup_free_ char *name = bl_asprintf("bl-bench-%d-%d", (int)getpid(), i);
+	bl_vm_probe_result res;
 	bl_error_t err = BL_ERROR_INIT;
-	if (bl_mkdir_p(share, 0755, &err) < 0 || chmod(dir, 0711) < 0)
-		return fprintf(stderr, "%s\n", err.msg), -1;
-	bl_vm_config cfg = {
-	    .name = name,
-	    .kernel = kernel,
-	    .initrd = initrd,
-	    .cmdline_extra = "boxlite.probe=rootfs",
-	    .memory_mib = 128,
-	    .vcpus = 1,
-	    .console_log = log,
-	    .agent_socket = sock,
-	    .shares = {{.tag = "rootfs", .dir = share}},
-	    .n_shares = 1,
-	};
-	(void)bl_accel_choose(NULL, &cfg.accel, NULL, 0, NULL);
-	uint64_t t0 = bl_now_monotonic_ns();
-	bl_vm *vm = NULL;
-	int rc = -1;
-	if (bl_vm_open(uri, &vm, &err) < 0 || bl_vm_start(vm, &cfg, &err) < 0) {
+	if (bl_vm_probe(uri, kernel, initrd, &res, &err) < 0) {
 		fprintf(stderr, "boot %d: %s\n", i, err.msg);
-		goto out;
+		return -1;
 	}
-	*create = ms_since(t0);
-	int fd = connect_unix(sock);
-	char c = 0;
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	if (fd < 0 || poll(&p, 1, 120000) != 1 || read(fd, &c, 1) != 1) {
-		fprintf(stderr, "boot %d: no marker\n", i);
-		if (fd >= 0)
-			close(fd);
-		goto out;
-	}
-	*marker = ms_since(t0);
-	close(fd);
-	/* Once the answer is in, destroying beats waiting for the guest's reboot. */
-	bl_vm_free(steal_pointer(&vm));
-	*total = ms_since(t0);
-	rc = 0;
-out:
-	bl_vm_free(vm);
-	(void)bl_rm_rf(dir, NULL);
-	return rc;
+	*create = res.started_s * 1000;
+	*marker = res.answered_s * 1000;
+	*total = res.released_s * 1000;
+	return 0;
 }
 
 static pid_t spawn(char *const argv[])

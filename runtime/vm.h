@@ -84,3 +84,22 @@ void bl_vm_free(bl_vm *vm);
 
 /* Directory holding the shared warm capabilities cache. */
 const char *bl_vm_caps_cache_dir(void);
+
+typedef struct bl_vm_probe_result {
+	double started_s;  /* libvirt's create returned */
+	double answered_s; /* the guest's answer arrived */
+	double released_s; /* the VM was destroyed */
+	char accel_why[160];
+	char console_tail[4096]; /* the guest console's end, on failure */
+} bl_vm_probe_result;
+
+/*
+ * Host self-test: boots kernel + initrd in a small VM whose agent, in probe
+ * mode, mounts a fresh virtio-fs share and answers over the agent channel
+ * with the token it found there. Returns 0 when the answer is right; the VM
+ * and everything created for it are gone on return, on every path. Times
+ * count from just before the libvirt connection opens. On failure err names
+ * the cause and res->console_tail holds the end of the guest console.
+ */
+int bl_vm_probe(const char *uri, const char *kernel, const char *initrd, bl_vm_probe_result *res,
+		bl_error_t *err);

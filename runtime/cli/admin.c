@@ -404,118 +404,23 @@ static const char check_help[] =
     "mounts a virtio-fs share and answers on the agent channel, then reports\n"
     "OK with the timing, or what failed.\n";
 
-static int read_line(int fd, char *buf, size_t len, int timeout_ms)
-{
-	size_t used = 0;
-	uint64_t deadline = bl_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000ull;
-	while (used + 1 < len) {
-		uint64_t now = bl_now_monotonic_ns();
-		if (now >= deadline)
-			return -1;
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		if (poll(&p, 1, (int)((deadline - now) / 1000000) + 1) <= 0)
-			continue;
-		ssize_t n = read(fd, buf + used, 1);
-		if (n <= 0)
-			return -1;
-		if (buf[used] == '\n')
-			break;
-		used++;
-	}
-	buf[used] = '\0';
-	return (int)used;
-}
-
-static int connect_retry(const char *path, int timeout_ms)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -1;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	for (int waited = 0; waited <= timeout_ms; waited += 10) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			return fd;
-		if (fd >= 0)
-			close(fd);
-		usleep(10000);
-	}
-	return -1;
-}
-
-static int probe_answer(const char *sock, const char *log, const char *token, const char *why,
-			uint64_t t0)
-{
-	int rc = BL_EXIT_FAILURE;
-	double started = (double)(bl_now_monotonic_ns() - t0) / 1e9;
-	int fd = connect_retry(sock, 5000);
-	char line[256] = "";
-	int n = fd >= 0 ? read_line(fd, line, sizeof(line), 60000) : -1;
-	double booted = (double)(bl_now_monotonic_ns() - t0) / 1e9;
-	_cleanup_free_ char *expect = bl_asprintf("BOXLITE-PROBE %s", token);
-	if (fd >= 0)
-		close(fd);
-	if (n > 0 && !strcmp(line, expect)) {
-		printf("OK: %s; VM started in %.2f s, guest answered over virtio-fs and the agent "
-		       "channel at %.2f s\n",
-		       why, started, booted);
-		rc = 0;
-	} else {
-		cli_error("check failed: no probe answer from the guest (console log below)");
-		_cleanup_free_ char *console = NULL;
-		if (bl_read_file(log, 1 << 20, &console, NULL, NULL) == 0)
-			fprintf(stderr, "%s\n", console);
-	}
-	return rc;
-}
-
 int cmd_check(int argc, char **argv)
 {
 	if (want_help(argc, argv, check_help))
 		return 0;
 	cli_log_setup(argc > 1 && !strcmp(argv[1], "-v"));
-	char tmpl[] = "/tmp/boxlite-check-XXXXXX";
-	if (!mkdtemp(tmpl)) {
-		cli_error("mkdtemp: %s", strerror(errno));
-		return BL_EXIT_FAILURE;
-	}
-	(void)chmod(tmpl, 0711);
-	_cleanup_free_ char *share = bl_asprintf("%s/share", tmpl);
-	_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", tmpl);
-	_cleanup_free_ char *log = bl_asprintf("%s/console.log", tmpl);
-	_cleanup_free_ char *probe = bl_asprintf("%s/.boxlite-probe", share);
-	_cleanup_free_ char *name = bl_asprintf("boxlite-check-%d", (int)getpid());
 	_cleanup_free_ char *kernel = bl_default_kernel();
 	_cleanup_free_ char *initrd = bl_default_initrd();
-	char token[64];
-	snprintf(token, sizeof(token), "check-%d-%ld", (int)getpid(), (long)time(NULL));
-	(void)mkdir(share, 0755);
+	bl_vm_probe_result res;
 	bl_error_t err = BL_ERROR_INIT;
-	int rc = BL_EXIT_FAILURE;
-	bl_vm *vm = NULL;
-	bl_vm_config cfg = {
-	    .name = name,
-	    .kernel = kernel,
-	    .initrd = initrd,
-	    .cmdline_extra = "boxlite.probe=rootfs",
-	    .memory_mib = 128,
-	    .vcpus = 1,
-	    .console_log = log,
-	    .agent_socket = sock,
-	    .shares = {{.tag = "rootfs", .dir = share}},
-	    .n_shares = 1,
-	};
-	char why[200] = "";
-	uint64_t t0 = bl_now_monotonic_ns();
-	if (bl_write_file(probe, token, strlen(token), 0644, &err) < 0 ||
-	    bl_accel_choose(NULL, &cfg.accel, why, sizeof(why), &err) < 0 ||
-	    bl_vm_open(NULL, &vm, &err) < 0 || bl_vm_start(vm, &cfg, &err) < 0) {
-		rc = cli_fail(&err);
-		goto out;
+	if (bl_vm_probe(NULL, kernel, initrd, &res, &err) < 0) {
+		if (res.console_tail[0])
+			fprintf(stderr, "guest console (end):\n%s\n", res.console_tail);
+		bl_error_prefix(&err, "check failed");
+		return cli_fail(&err);
 	}
-	rc = probe_answer(sock, log, token, why, t0);
-out:
-	bl_vm_free(vm);
-	(void)bl_rm_rf(tmpl, NULL);
-	return rc;
+	printf("OK: %s; VM started in %.2f s, guest answered over virtio-fs and the agent "
+	       "channel at %.2f s\n",
+	       res.accel_why, res.started_s, res.answered_s);
+	return 0;
 }

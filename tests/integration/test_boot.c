@@ -182,16 +182,46 @@ static void test_bad_kernel(void)
 	env_free(&e);
 }
 
+/* The probe boot behind `boxlite check`: a right answer, and a clear error
+ * with the console kept when the guest cannot answer; nothing left either way. */
+static void test_probe_api(void)
+{
+	_cleanup_free_ char *kernel = bl_test_kernel();
+	_cleanup_free_ char *initrd = bl_test_initrd();
+	BL_SKIP_UNLESS(bl_test_is_root(), "booting a VM through libvirt needs root");
+	BL_SKIP_UNLESS(access(kernel, R_OK) == 0, "no guest kernel at %s (run make)", kernel);
+	bl_vm_probe_result res;
+	bl_error_t err = BL_ERROR_INIT;
+	int r = bl_vm_probe(NULL, kernel, initrd, &res, &err);
+	if (r < 0)
+		fprintf(stderr, "probe: %s\n%s\n", err.msg, res.console_tail);
+	CU_ASSERT_EQUAL(r, 0);
+	CU_ASSERT(res.started_s > 0 && res.answered_s > res.started_s);
+	CU_ASSERT(res.released_s >= res.answered_s);
+	CU_ASSERT(strstr(res.accel_why, "tcg") || strstr(res.accel_why, "kvm"));
+	CU_ASSERT_EQUAL(bl_test_count_procs("boxlite-probe-"), 0);
+
+	/* An initramfs without the agent: the kernel panics, nobody answers. */
+	_cleanup_free_ char *dir = bl_test_tmpdir("noagent");
+	_cleanup_free_ char *empty = bl_asprintf("%s/empty.cpio", dir);
+	CU_ASSERT_FATAL(chmod(dir, 0711) == 0); /* QEMU (libvirt-qemu) reads it */
+	CU_ASSERT_FATAL(bl_write_file(empty, "", 0, 0644, NULL) == 0);
+	r = bl_vm_probe(NULL, kernel, empty, &res, &err);
+	CU_ASSERT(r < 0);
+	printf("\n  no agent: %s\n", err.msg);
+	CU_ASSERT(strstr(res.console_tail, "Kernel panic") != NULL);
+	CU_ASSERT_EQUAL(bl_test_count_procs("boxlite-probe-"), 0);
+	(void)bl_rm_rf(dir, NULL);
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
 	    /* qemu:///system first: once a process has loaded the embedded
 	     * driver, libvirt routes qemu:// URIs to it. */
-	    {"boot_system", test_boot_system},
-	    {"boot_embedded", test_boot_embedded},
-	    {"missing_kernel", test_missing_kernel},
-	    {"bad_kernel", test_bad_kernel},
-	    {NULL, NULL},
+	    {"boot_system", test_boot_system},	     {"boot_embedded", test_boot_embedded},
+	    {"missing_kernel", test_missing_kernel}, {"bad_kernel", test_bad_kernel},
+	    {"probe_api", test_probe_api},	     {NULL, NULL},
 	};
 	return bl_test_run("boot", cases);
 }
