@@ -12,6 +12,7 @@ containerd runc
 busybox-static debootstrap e2fsprogs
 golang-go golang-github-containerd-ttrpc-dev
 procps psmisc iproute2 util-linux
+python3 python3-pytest python3-pip python3-venv
 "
 missing=""
 for p in $PKGS; do
