@@ -7,8 +7,11 @@
  */
 #include "sandbox_env.h"
 
+#include <grp.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 
 #define SKIP_UNLESS_ENV()                                           \
@@ -200,11 +203,87 @@ static void test_stopped_child_holds_no_lock(void)
 	sb_assert_clean();
 }
 
+/* Runs the CLI with the test's state dir, kernel and initrd; returns its
+ * exit status. cmd is appended to "boxlite". */
+static int cli(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int cli(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	_cleanup_free_ char *args = NULL;
+	if (vasprintf(&args, fmt, ap) < 0)
+		args = NULL;
+	va_end(ap);
+	_cleanup_free_ char *cmd = bl_asprintf(
+	    "BOXLITE_STATE_DIR='%s' BOXLITE_KERNEL='%s' BOXLITE_INITRD='%s' %s/boxlite %s",
+	    env.state, env.kernel, env.initrd, bl_test_build_dir(), args ? args : "");
+	int st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* As user nobody: can path be opened for reading? */
+static bool nobody_can_read(const char *path)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static unsigned mode_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 0xffff;
+}
+
+/*
+ * Finding 3 (secrets). Attack: another local user (nobody) reads the -e
+ * value and --python code of a long-lived sandbox from its state files or
+ * from the monitor's command line. Must hold: state root, sandbox dir 0700,
+ * base.json 0600, nobody can open base.json, no process's argv carries them.
+ */
+static void test_secrets_private(void)
+{
+	SKIP_UNLESS_ENV();
+	const char *id = sb_next_id();
+	char secret[64], code[64];
+	snprintf(secret, sizeof(secret), "s3cret-%d", (int)getpid());
+	snprintf(code, sizeof(code), "code-%d", (int)getpid() * 7);
+	CU_ASSERT_EQUAL_FATAL(cli("create --rootfs '%s' --memory 128 --name %s -e API_KEY=%s -- "
+				  "sh -c 'sleep 120; echo %s' >/dev/null",
+				  env.rootfs, id, secret, code),
+			      0);
+	_cleanup_free_ char *dir = bl_asprintf("%s/%s", env.state, id);
+	_cleanup_free_ char *base = bl_asprintf("%s/base.json", dir);
+	_cleanup_free_ char *meta = bl_asprintf("%s/meta.json", dir);
+	printf("\n  modes: state %o, sandbox %o, base.json %o\n", mode_of(env.state), mode_of(dir),
+	       mode_of(base));
+	CU_ASSERT_EQUAL(mode_of(env.state), 0700);
+	CU_ASSERT_EQUAL(mode_of(dir), 0700);
+	CU_ASSERT_EQUAL(mode_of(base), 0600);
+	CU_ASSERT(access(base, R_OK) == 0);
+	CU_ASSERT(!nobody_can_read(base));
+	CU_ASSERT(!nobody_can_read(meta));
+	CU_ASSERT_EQUAL(bl_test_count_procs(secret), 0);
+	CU_ASSERT_EQUAL(bl_test_count_procs(code), 0);
+	/* The sandbox still works with its options. */
+	CU_ASSERT_EQUAL(cli("exec %s -- sh -c 'test \"$API_KEY\" = %s'", id, secret), 0);
+	CU_ASSERT_EQUAL(cli("rm -f %s", id), 0);
+	sb_assert_clean();
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
 	    {"agent_memory_unwritable", test_agent_memory_unwritable},
 	    {"stopped_child_holds_no_lock", test_stopped_child_holds_no_lock},
+	    {"secrets_private", test_secrets_private},
 	    {NULL, NULL},
 	};
 	signal(SIGPIPE, SIG_IGN);
