@@ -141,8 +141,8 @@ $(BUILD)/boxlite-agent: $(call obj,agent/main.c) $(BUILD)/libblagent.a $(BUILD)/
 $(BUILD)/initramfs.cpio: $(BUILD)/boxlite-agent packaging/mkinitramfs.sh
 	packaging/mkinitramfs.sh $(BUILD)/boxlite-agent $@
 
-$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh
-	guest-kernel-config/build.sh $@
+$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh guest-kernel-config/progress.sh
+	guest-kernel-config/progress.sh $@
 
 kernel: $(BUILD)/vmlinux
 
