@@ -401,7 +401,6 @@ static int import_plain_dir(const char *abs, const char *store, const bl_image_l
 	return r;
 }
 
-
 typedef enum resolve_mode { RESOLVE_RUN, RESOLVE_IMPORT } resolve_mode;
 
 /* A registry reference: its stored image, else (run mode, and when the

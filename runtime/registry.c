@@ -364,13 +364,12 @@ static int fetch_token(bl_registry *g, const bl_auth_challenge *ch, bl_error_t *
 	if (!c)
 		abort();
 	_cleanup_free_ char *scope = ch->scope[0] ? bl_strdup(ch->scope)
-				    : g->repo[0]   ? bl_asprintf("repository:%s:pull", g->repo)
-						   : bl_strdup("");
+				     : g->repo[0] ? bl_asprintf("repository:%s:pull", g->repo)
+						  : bl_strdup("");
 	char *es = curl_easy_escape(c, scope, 0), *sv = curl_easy_escape(c, ch->service, 0);
-	_cleanup_free_ char *url =
-	    bl_asprintf("%s%s%s%s%s%s", ch->realm, strchr(ch->realm, '?') ? "&" : "?",
-			scope[0] ? "scope=" : "", es, ch->service[0] ? "&service=" : "",
-			ch->service[0] ? sv : "");
+	_cleanup_free_ char *url = bl_asprintf(
+	    "%s%s%s%s%s%s", ch->realm, strchr(ch->realm, '?') ? "&" : "?", scope[0] ? "scope=" : "",
+	    es, ch->service[0] ? "&service=" : "", ch->service[0] ? sv : "");
 	curl_free(es);
 	curl_free(sv);
 	req q = {.reg = g, .fd = -1, .max = TOKEN_BODY_MAX, .curl = c};

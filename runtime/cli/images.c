@@ -58,7 +58,9 @@ static void draw(progress_ui *ui, const bl_pull_progress *p, bool force)
 		human(ui->done[i], a, sizeof(a));
 		human(ui->size[i], b, sizeof(b));
 		fprintf(stderr, "\033[2K%s [%s] %s / %s%s\n", ui->digest[i], bar, a, b,
-			ui->cached[i] ? " (cached)" : ui->finished[i] ? " done" : "");
+			ui->cached[i]	  ? " (cached)"
+			: ui->finished[i] ? " done"
+					  : "");
 	}
 	char a[32], b[32], r[32];
 	double el = t - ui->start;
@@ -140,8 +142,9 @@ static const char pull_usage[] =
 int cmd_pull(int argc, char **argv)
 {
 	bool quiet = false;
-	static const struct option opts[] = {
-	    {"quiet", no_argument, NULL, 'q'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"quiet", no_argument, NULL, 'q'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+qh", opts, NULL)) != -1) {
@@ -186,7 +189,8 @@ int cmd_images(int argc, char **argv)
 	if (bl_image_entries(NULL, &v, &n, &err) < 0)
 		return cli_fail(&err);
 	if (!quiet)
-		printf("%-48s %-19s %10s  %-20s %s\n", "NAME", "DIGEST", "SIZE", "CREATED", "IN USE");
+		printf("%-48s %-19s %10s  %-20s %s\n", "NAME", "DIGEST", "SIZE", "CREATED",
+		       "IN USE");
 	for (size_t i = 0; i < n; i++) {
 		if (quiet) {
 			printf("%s\n", v[i].name);
@@ -213,9 +217,10 @@ int cmd_rmi(int argc, char **argv)
 		if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--force")) {
 			force = true;
 		} else {
-			fputs("usage: boxlite rmi [-f] REF...\nRemoves image names; an image in use "
-			      "by a sandbox is refused unless -f (then only the name goes).\n",
-			      strcmp(argv[i], "--help") ? stderr : stdout);
+			fputs(
+			    "usage: boxlite rmi [-f] REF...\nRemoves image names; an image in use "
+			    "by a sandbox is refused unless -f (then only the name goes).\n",
+			    strcmp(argv[i], "--help") ? stderr : stdout);
 			return strcmp(argv[i], "--help") ? BL_EXIT_FAILURE : 0;
 		}
 	}

@@ -44,22 +44,22 @@ static void test_refuse(void)
 {
 	static const char *const bad[] = {
 	    "",
-	    "Busybox",		     /* uppercase repository */
-	    "busybox:",		     /* empty tag */
-	    "busybox:-x",	     /* tag starting with '-' */
-	    "busybox@sha256:abc",    /* short digest */
-	    "busybox@md5:" HEX,	     /* other algorithm */
-	    "/busybox",		     /* empty component */
-	    "a//b",		     /* empty component */
-	    "a/b/",		     /* trailing slash */
-	    "-a/b",		     /* component starting with '-' */
-	    "a_/b",		     /* ending with a separator */
-	    "a...b",		     /* three dots */
-	    "host:99999/x",	     /* port out of range */
-	    "ho_st.io/x",	     /* bad host */
-	    "../etc/passwd",	     /* no dots as components */
-	    "x.tar/../../y",	     /* nor traversal */
-	    "ghcr.io/org/app:1:2",   /* two tags */
+	    "Busybox",		   /* uppercase repository */
+	    "busybox:",		   /* empty tag */
+	    "busybox:-x",	   /* tag starting with '-' */
+	    "busybox@sha256:abc",  /* short digest */
+	    "busybox@md5:" HEX,	   /* other algorithm */
+	    "/busybox",		   /* empty component */
+	    "a//b",		   /* empty component */
+	    "a/b/",		   /* trailing slash */
+	    "-a/b",		   /* component starting with '-' */
+	    "a_/b",		   /* ending with a separator */
+	    "a...b",		   /* three dots */
+	    "host:99999/x",	   /* port out of range */
+	    "ho_st.io/x",	   /* bad host */
+	    "../etc/passwd",	   /* no dots as components */
+	    "x.tar/../../y",	   /* nor traversal */
+	    "ghcr.io/org/app:1:2", /* two tags */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		bl_image_ref r;
