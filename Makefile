@@ -164,6 +164,13 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_OBJ) $(LINK_LIBS) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
 
+# A static probe the escape suite runs inside sandboxes (tests/escape/).
+$(BUILD)/tests/escape-probe: tests/escape/probe.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu17 -O2 -static -Wall -Wextra -Werror -o $@ $<
+
+$(BUILD)/tests/integration/test_escape: $(BUILD)/tests/escape-probe
+
 check: all image test-images
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
 	tests/run-tests.sh $(BUILD)
