@@ -86,13 +86,25 @@ static const struct {
 	const char *name;
 	int (*fn)(int, char **);
 } commands[] = {
-    {"run", cmd_run},	  {"create", cmd_create},     {"exec", cmd_exec},
-    {"cp", cmd_cp},	  {"stop", cmd_stop},	      {"rm", cmd_rm},
-    {"ls", cmd_ls},	  {"logs", cmd_logs},	      {"info", cmd_info},
-    {"check", cmd_check}, {"__monitor", cmd_monitor}, {"__ping", cmd_ping},
+    {"run", cmd_run},
+    {"create", cmd_create},
+    {"exec", cmd_exec},
+    {"cp", cmd_cp},
+    {"stop", cmd_stop},
+    {"rm", cmd_rm},
+    {"ls", cmd_ls},
+    {"logs", cmd_logs},
+    {"info", cmd_info},
+    {"check", cmd_check},
+    {"__monitor", cmd_monitor},
+    {"__ping", cmd_ping},
     /* images.c */
-    {"pull", cmd_pull},	  {"images", cmd_images},     {"rmi", cmd_rmi},
-    {"image", cmd_image}, {"login", cmd_login},	      {"logout", cmd_logout},
+    {"pull", cmd_pull},
+    {"images", cmd_images},
+    {"rmi", cmd_rmi},
+    {"image", cmd_image},
+    {"login", cmd_login},
+    {"logout", cmd_logout},
 };
 
 int main(int argc, char **argv)
