@@ -126,5 +126,5 @@ def test_library_found_and_errors_mapped():
     e = boxlite.errors.from_code(boxlite.errors.BL_EOOM, "msg")
     assert isinstance(e, boxlite.ResourceError) and e.kind == "memory" and e.code == "BL_EOOM"
     assert issubclass(boxlite.TimeoutError, boxlite.BoxliteError) and issubclass(boxlite.TimeoutError, TimeoutError)
-    for c in range(1, 13):
+    for c in range(1, 15):
         assert isinstance(boxlite.errors.from_code(c, "m"), boxlite.BoxliteError)

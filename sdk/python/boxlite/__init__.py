@@ -9,7 +9,7 @@ lasts across run() calls. boxlite.sync has the same classes without asyncio.
 
 from .errors import (AgentError, BackendError, BoxFileError, BoxliteError, CancelledError, DiskFullError,
                      HostError, ImageNotFoundError, InvalidArgumentError, NotFoundError, OutOfMemoryError,
-                     ProcessLimitError, ProtocolError, ResourceError, StateError, TimeoutError, UnsupportedError)
+                     ProcessLimitError, ProtocolError, RegistryError, ResourceError, StateError, TimeoutError, UnsupportedError)
 from ._box import ExecResult, OutputChunk, SimpleBox
 from ._codebox import CodeBox
 
@@ -19,5 +19,5 @@ __all__ = [
     "SimpleBox", "CodeBox", "ExecResult", "OutputChunk",
     "BoxliteError", "TimeoutError", "ResourceError", "OutOfMemoryError", "ProcessLimitError", "DiskFullError",
     "NotFoundError", "ImageNotFoundError", "InvalidArgumentError", "BackendError", "AgentError", "ProtocolError",
-    "HostError", "StateError", "CancelledError", "UnsupportedError", "BoxFileError",
+    "HostError", "RegistryError", "StateError", "CancelledError", "UnsupportedError", "BoxFileError",
 ]

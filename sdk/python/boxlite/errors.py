@@ -20,11 +20,14 @@ BL_EEXIST = 9
 BL_ESTATE = 10
 BL_ECANCELED = 11
 BL_EUNSUPPORTED = 12
+BL_EAUTH = 13
+BL_ENETWORK = 14
 
 _NAMES = {
     0: "BL_OK", 1: "BL_EINVAL", 2: "BL_ETIMEOUT", 3: "BL_EOOM", 4: "BL_ENOTFOUND",
     5: "BL_EBACKEND", 6: "BL_EAGENTLOST", 7: "BL_ESYSTEM", 8: "BL_EPROTO",
     9: "BL_EEXIST", 10: "BL_ESTATE", 11: "BL_ECANCELED", 12: "BL_EUNSUPPORTED",
+    13: "BL_EAUTH", 14: "BL_ENETWORK",
 }
 
 
@@ -125,6 +128,11 @@ class UnsupportedError(BoxliteError):
     code = "BL_EUNSUPPORTED"
 
 
+class RegistryError(BoxliteError):
+    """Pulling an image failed: the registry refused the credentials
+    (BL_EAUTH) or could not be reached (BL_ENETWORK)."""
+
+
 class BoxFileError(BoxliteError, OSError):
     """A file operation inside the box failed (copy_in, read_file, ...)."""
 
@@ -142,6 +150,8 @@ _BY_CODE = {
     BL_ESTATE: StateError,
     BL_ECANCELED: CancelledError,
     BL_EUNSUPPORTED: UnsupportedError,
+    BL_EAUTH: RegistryError,
+    BL_ENETWORK: RegistryError,
 }
 
 
