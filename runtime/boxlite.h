@@ -203,6 +203,13 @@ typedef struct bl_container_options {
 	 * a stdin pipe (else /dev/null). */
 	bool tty;
 	bool stdin_open;
+	/* Accept (and do not apply) seccomp, AppArmor and SELinux settings
+	 * (process.apparmorProfile, process.selinuxLabel, linux.seccomp,
+	 * linux.mountLabel): the VM is the isolation boundary. false: they are
+	 * BL_EUNSUPPORTED. */
+	bool ignore_lsm;
+	/* Accept (and do not run) OCI hooks; false: BL_EUNSUPPORTED. */
+	bool ignore_hooks;
 } bl_container_options;
 
 /* Creates a container in a running sandbox (owned, not attached): shares its
