@@ -24,7 +24,7 @@ ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined
 OPT      := -O1 -fno-omit-frame-pointer $(SANFLAGS) -fno-sanitize-recover=undefined
 endif
-PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap
+PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap libcrypto libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   ?=
@@ -141,8 +141,8 @@ $(BUILD)/boxlite-agent: $(call obj,agent/main.c) $(BUILD)/libblagent.a $(BUILD)/
 $(BUILD)/initramfs.cpio: $(BUILD)/boxlite-agent packaging/mkinitramfs.sh
 	packaging/mkinitramfs.sh $(BUILD)/boxlite-agent $@
 
-$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh
-	guest-kernel-config/build.sh $@
+$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh guest-kernel-config/progress.sh
+	guest-kernel-config/progress.sh $@
 
 kernel: $(BUILD)/vmlinux
 
@@ -173,6 +173,13 @@ $(BUILD)/tests/unit/test_agent_%: tests/unit/test_agent_%.c $(TESTLIB_OBJ) $(BUI
 $(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_OBJ) $(LINK_LIBS) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# A static probe the escape suite runs inside sandboxes (tests/escape/).
+$(BUILD)/tests/escape-probe: tests/escape/probe.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu17 -O2 -static -Wall -Wextra -Werror -o $@ $<
+
+$(BUILD)/tests/integration/test_escape: $(BUILD)/tests/escape-probe
 
 check: all image test-images
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests

@@ -370,11 +370,21 @@ static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t
 static int make_state_dir(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 {
 	sb->state_root = bl_strdup(bl_state_dir(o->state_dir));
-	int r = bl_mkdir_p(sb->state_root, 0711, err);
+	/* The parents stay traversable (the default's parent /run/boxlite holds
+	 * the libvirt roots QEMU must reach); the state root and each sandbox
+	 * directory are root's only: base.json holds the options (secrets in
+	 * -e), and libvirt itself opens the console log and agent.sock for QEMU. */
+	_cleanup_free_ char *parent = bl_strdup(sb->state_root);
+	char *slash = strrchr(parent, '/');
+	if (slash && slash != parent) {
+		*slash = '\0';
+		(void)bl_mkdir_p(parent, 0711, NULL);
+	}
+	int r = bl_mkdir_p(sb->state_root, 0700, err);
 	if (r < 0)
 		return bl_error_prefix(err, "state directory");
-	/* QEMU runs as an unprivileged user and must reach agent.sock. */
-	(void)chmod(sb->state_root, 0711);
+	if (chmod(sb->state_root, 0700) < 0)
+		return bl_set_error_errno(err, errno, "chmod %s", sb->state_root);
 	for (int attempt = 0; attempt < 8; attempt++) {
 		if (o->id)
 			snprintf(sb->id, sizeof(sb->id), "%s", o->id);
@@ -382,10 +392,8 @@ static int make_state_dir(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_
 			bl_sandbox_random_id(sb->id, sizeof(sb->id));
 		free(sb->dir);
 		sb->dir = bl_asprintf("%s/%s", sb->state_root, sb->id);
-		if (mkdir(sb->dir, 0711) == 0) {
-			(void)chmod(sb->dir, 0711);
+		if (mkdir(sb->dir, 0700) == 0)
 			return 0;
-		}
 		if (errno != EEXIST || o->id) {
 			int e = errno;
 			free(steal_pointer(&sb->dir));
