@@ -221,10 +221,13 @@ static void image_free(image *im)
 
 static int push(const image *im, int port, const char *repo, const char *extra)
 {
+	/* Digests are kept unless a conversion is asked for. */
+	bool convert = extra && strstr(extra, "--format");
 	_cleanup_free_ char *cmd =
-	    bl_asprintf("skopeo copy -q --preserve-digests --dest-tls-verify=false %s oci:%s "
+	    bl_asprintf("skopeo copy -q %s --dest-tls-verify=false %s oci:%s "
 			"docker://127.0.0.1:%d/%s >>%s/skopeo.log 2>&1",
-			extra ? extra : "", im->dir, port, repo, base);
+			convert ? "" : "--preserve-digests", extra ? extra : "", im->dir, port,
+			repo, base);
 	return sh(cmd);
 }
 
@@ -666,6 +669,83 @@ static void write_conf(const char *text)
 	bl_gen_write(conf_path, text, strlen(text));
 }
 
+/* A docker schema-2 manifest (skopeo converts on push) pulls like an OCI one. */
+static void test_docker_schema2(void)
+{
+	NEED_TOOLS();
+	fresh_store("v2s2");
+	CU_ASSERT_EQUAL_FATAL(push(&img_b, reg.port, "test/docker:v1", "--format v2s2"), 0);
+	_cleanup_free_ char *ref = bl_asprintf("127.0.0.1:%d/test/docker:v1", reg.port);
+	expect_pull(ref);
+	_cleanup_free_ char *m = rootfs_file(ref, "marker");
+	CU_ASSERT_STRING_EQUAL(m ? m : "", "image b");
+	bl_image_entry *v = NULL;
+	size_t n = 0;
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_EQUAL(bl_image_entries(store_dir, &v, &n, &err), 0);
+	/* converted, so not the OCI manifest's digest */
+	CU_ASSERT_TRUE(n == 1 && strcmp(v[0].digest + 7, img_b.hex) != 0);
+	_cleanup_free_ char *cmd = bl_asprintf(
+	    "curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "
+	    "http://127.0.0.1:%d/v2/test/docker/manifests/v1 | grep -q "
+	    "'application/vnd.docker.distribution.manifest.v2+json'",
+	    reg.port);
+	CU_ASSERT_EQUAL(sh(cmd), 0);
+	bl_image_entries_free(v, n);
+}
+
+/* 429 with Retry-After is retried; a registry that keeps answering 429 is
+ * reported as rate limiting; redirects to blob storage are followed. */
+static void test_rate_limit_and_redirect(void)
+{
+	NEED_TOOLS();
+	fresh_store("429");
+	server px = {0};
+	CU_ASSERT_FATAL(proxy_start(&px, 0, reg.port, "--status429 1"));
+	_cleanup_free_ char *ref = bl_asprintf("127.0.0.1:%d/test/a:v1", px.port);
+	expect_pull(ref);
+	CU_ASSERT_EQUAL(proxy_count(&px, " 429 "), 1);
+	server_free(&px);
+	fresh_store("429-always");
+	CU_ASSERT_FATAL(proxy_start(&px, 0, reg.port, "--status429 1000"));
+	free(ref);
+	ref = bl_asprintf("127.0.0.1:%d/test/a:v1", px.port);
+	expect_fail(ref, BL_ENETWORK, "rate limited");
+	server_free(&px);
+	fresh_store("redirect");
+	CU_ASSERT_FATAL(proxy_start(&px, 0, reg.port, "--redirect"));
+	free(ref);
+	ref = bl_asprintf("127.0.0.1:%d/test/a:v1", px.port);
+	expect_pull(ref);
+	CU_ASSERT(proxy_count(&px, " 307 ") >= 2);
+	server_free(&px);
+}
+
+/* A mirror from the config file is asked first; a dead one falls back. */
+static void test_mirror(void)
+{
+	NEED_TOOLS();
+	fresh_store("mirror");
+	server px = {0};
+	CU_ASSERT_FATAL(proxy_start(&px, 0, reg.port, NULL));
+	_cleanup_free_ char *conf = bl_asprintf(
+	    "{\"registries\":{\"127.0.0.1:%d\":{\"mirrors\":[\"127.0.0.1:%d\"]}}}", reg.port,
+	    px.port);
+	write_conf(conf);
+	_cleanup_free_ char *ref = bl_asprintf("127.0.0.1:%d/test/a:v1", reg.port);
+	expect_pull(ref);
+	CU_ASSERT(proxy_count(&px, "/v2/test/a/manifests/v1") >= 1);
+	CU_ASSERT(proxy_count(&px, "/blobs/") >= 2);
+	server_free(&px);
+	fresh_store("mirror-dead");
+	free(conf);
+	conf = bl_asprintf("{\"registries\":{\"127.0.0.1:%d\":{\"mirrors\":[\"127.0.0.1:%d\"]}}}",
+			   reg.port, free_port());
+	write_conf(conf);
+	expect_pull(ref);
+	write_conf("{}");
+}
+
 static void test_tls(void)
 {
 	NEED_TOOLS();
@@ -830,6 +910,9 @@ int main(void)
 	    {"concurrent_pulls", test_concurrent_pulls},
 	    {"rmi_in_use_and_prune", test_rmi_in_use_and_prune},
 	    {"size_limit_eviction", test_size_limit_eviction},
+	    {"docker_schema2", test_docker_schema2},
+	    {"rate_limit_and_redirect", test_rate_limit_and_redirect},
+	    {"mirror", test_mirror},
 	    {"tls", test_tls},
 	    {"basic_auth", test_basic_auth},
 	    {"bearer_auth", test_bearer_auth},
