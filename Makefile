@@ -234,7 +234,8 @@ install: all
 	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
 	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 runtime/boxlite.h common/bl_error.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 runtime/boxlite.h runtime/boxlite_image.h common/bl_error.h \
+	  $(DESTDIR)$(PREFIX)/include/
 
 clean:
 	rm -rf $(BUILD)

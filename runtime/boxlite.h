@@ -388,10 +388,7 @@ int bl_host_probe(const char *uri, const char *kernel, const char *initrd, bl_pr
 
 /* ------------------------------------------------------------ images */
 
-/* Image store (images are directories under it). store_dir NULL:
- * $BOXLITE_IMAGE_STORE or the built-in store. */
-char *bl_image_store_path(const char *store_dir);
-int bl_image_import(const char *path, const char *name, const char *store_dir, bl_error_t *err);
+/* (Pull, list, remove, import, pin: boxlite_image.h.) */
 int bl_image_list(const char *store_dir, char ***ret_names, bl_error_t *err);
 int bl_image_remove(const char *name, const char *store_dir, bl_error_t *err);
 /* Resolves a reference to its root filesystem directory and config JSON

@@ -383,6 +383,8 @@ static int create_in(bl_container *c, const bl_container_options *o, bl_error_t 
 	int r = resolve_root(o, &root, &config, err);
 	if (r < 0)
 		return r;
+	if (o->image) /* rmi and prune leave it alone while the sandbox lives */
+		(void)bl_image_pin(root, sb->dir, NULL);
 	bl_oci oci = {0};
 	bool readonly = o->readonly_rootfs;
 	int64_t shares = 0;
