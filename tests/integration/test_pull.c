@@ -305,12 +305,42 @@ static char *rootfs_file(const char *ref, const char *file)
 static server reg; /* plain HTTP registry */
 static image img_a, img_b, img_big;
 
+typedef struct events {
+	int resolved, starts, done_layers, done, unpack;
+	uint64_t last_done, total;
+} events;
+
+static void count_events(const bl_pull_progress *p, void *opaque)
+{
+	events *e = opaque;
+	e->resolved += p->event == BL_PULL_RESOLVED;
+	e->starts += p->event == BL_PULL_LAYER_START;
+	e->done_layers += p->event == BL_PULL_LAYER_DONE;
+	e->unpack += p->event == BL_PULL_UNPACK;
+	e->done += p->event == BL_PULL_DONE;
+	e->last_done = p->done;
+	e->total = p->total;
+}
+
 static void test_pull_by_tag_and_digest(void)
 {
 	NEED_TOOLS();
 	fresh_store("tag");
 	_cleanup_free_ char *ref = bl_asprintf("127.0.0.1:%d/test/a:v1", reg.port);
-	expect_pull(ref);
+	events ev = {0};
+	bl_pull_options po = {.store_dir = store_dir, .progress = count_events, .opaque = &ev};
+	bl_error_t perr = BL_ERROR_INIT;
+	_cleanup_free_ char *pname = NULL, *pdigest = NULL;
+	CU_ASSERT_EQUAL_FATAL(bl_image_pull(ref, &po, &pname, &pdigest, &perr), 0);
+	CU_ASSERT_STRING_EQUAL(pname, ref);
+	CU_ASSERT_EQUAL(strcmp(pdigest + 7, img_a.hex), 0);
+	/* the progress callback: resolved, each layer started and done, unpack, done */
+	CU_ASSERT_EQUAL(ev.resolved, 1);
+	CU_ASSERT_EQUAL(ev.starts, 2);
+	CU_ASSERT_EQUAL(ev.done_layers, 2);
+	CU_ASSERT_EQUAL(ev.unpack, 1);
+	CU_ASSERT_EQUAL(ev.done, 1);
+	CU_ASSERT_TRUE(ev.total > 0 && ev.last_done == ev.total);
 	_cleanup_free_ char *m = rootfs_file(ref, "marker");
 	CU_ASSERT_STRING_EQUAL(m ? m : "", "image a");
 	bl_image_entry *v = NULL;
@@ -902,6 +932,72 @@ static void test_sandbox_from_registry(void)
 	sb_assert_clean();
 }
 
+/* A full disk while a layer streams: "disk full", nothing named or unpacked. */
+static void test_disk_full(void)
+{
+	NEED_TOOLS();
+	BL_SKIP_UNLESS(bl_test_is_root(), "needs root (a small tmpfs as the store)");
+	fresh_store("full");
+	CU_ASSERT_EQUAL_FATAL(bl_mkdir_p(store_dir, 0700, NULL), 0);
+	_cleanup_free_ char *mnt =
+	    bl_asprintf("mount -t tmpfs -o size=1m,mode=0700 boxlite-test %s", store_dir);
+	CU_ASSERT_EQUAL_FATAL(sh(mnt), 0);
+	_cleanup_free_ char *ref = bl_asprintf("127.0.0.1:%d/test/big:v1", reg.port);
+	expect_fail(ref, BL_ESYSTEM, "disk full");
+	_cleanup_free_ char *umnt = bl_asprintf("umount %s", store_dir);
+	CU_ASSERT_EQUAL(sh(umnt), 0);
+}
+
+/* The CLI: progress without a TTY is one line per layer; images and rmi. */
+static void test_cli(void)
+{
+	NEED_TOOLS();
+	fresh_store("cli");
+	_cleanup_free_ char *bin = bl_asprintf("%s/boxlite", bl_test_build_dir());
+	_cleanup_free_ char *ref = bl_asprintf("127.0.0.1:%d/test/a:v1", reg.port);
+	_cleanup_free_ char *out = bl_asprintf("%s/cli.out", base);
+	_cleanup_free_ char *cmd = bl_asprintf(
+	    "BOXLITE_IMAGE_DIR=%s %s pull %s >%s 2>&1 && BOXLITE_IMAGE_DIR=%s %s images >>%s 2>&1",
+	    store_dir, bin, ref, out, store_dir, bin, out);
+	CU_ASSERT_EQUAL(sh(cmd), 0);
+	_cleanup_free_ char *text = NULL;
+	CU_ASSERT_EQUAL(bl_read_file(out, 1 << 16, &text, NULL, NULL), 0);
+	text = text ? text : bl_strdup("");
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "layer 1/2 sha256:"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "layer 2/2 sha256:"));
+	_cleanup_free_ char *digest = bl_asprintf("%s sha256:%s", ref, img_a.hex);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, digest));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "NAME"));
+	/* -q: nothing but errors; a missing tag exits 125 naming the cause */
+	_cleanup_free_ char *repo = bl_asprintf("127.0.0.1:%d/test/a", reg.port);
+	_cleanup_free_ char *q = bl_asprintf(
+	    "BOXLITE_IMAGE_DIR=%s %s pull -q %s >%s 2>&1; echo rc=$? >>%s; BOXLITE_IMAGE_DIR=%s "
+	    "%s pull -q %s:nope 2>>%s; echo rc=$? >>%s; BOXLITE_IMAGE_DIR=%s %s rmi %s >>%s",
+	    store_dir, bin, ref, out, out, store_dir, bin, repo, out, out, store_dir, bin, ref,
+	    out);
+	(void)sh(q);
+	free(text);
+	text = NULL;
+	CU_ASSERT_EQUAL(bl_read_file(out, 1 << 16, &text, NULL, NULL), 0);
+	text = text ? text : bl_strdup("");
+	CU_ASSERT_EQUAL(strncmp(text, "rc=0\n", 5), 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "unknown image or tag"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "rc=125"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "removed"));
+	CU_ASSERT_EQUAL(count_dir("images"), 0);
+	/* image import (a local OCI layout), images -q, image prune */
+	_cleanup_free_ char *imp = bl_asprintf(
+	    "BOXLITE_IMAGE_DIR=%s %s image import %s --name local-a >%s 2>&1 && "
+	    "BOXLITE_IMAGE_DIR=%s %s images -q >>%s && BOXLITE_IMAGE_DIR=%s %s image prune >>%s",
+	    store_dir, bin, img_a.dir, out, store_dir, bin, out, store_dir, bin, out);
+	CU_ASSERT_EQUAL(sh(imp), 0);
+	free(text);
+	text = NULL;
+	CU_ASSERT_EQUAL(bl_read_file(out, 1 << 16, &text, NULL, NULL), 0);
+	CU_ASSERT_PTR_NOT_NULL(text ? strstr(text, "local-a\nlocal-a\nfreed") : NULL);
+	CU_ASSERT_EQUAL(count_dir("images"), 1);
+}
+
 /* ------------------------------------------------------------ setup */
 
 static bool tool(const char *name)
@@ -964,6 +1060,8 @@ int main(void)
 	    {"basic_auth", test_basic_auth},
 	    {"bearer_auth", test_bearer_auth},
 	    {"sandbox_from_registry", test_sandbox_from_registry},
+	    {"disk_full", test_disk_full},
+	    {"cli", test_cli},
 	    {NULL, NULL},
 	};
 	int rc = bl_test_run("pull", tests);
