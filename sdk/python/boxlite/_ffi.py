@@ -56,6 +56,7 @@ class SandboxOptions(ctypes.Structure):
         ("owner", ctypes.c_char_p),
         ("on_handle", ON_HANDLE),
         ("on_handle_user", ctypes.c_void_p),
+        ("bare", ctypes.c_bool),
     ]
 
 
