@@ -47,6 +47,9 @@ def in_thread(fn, *args):
         except RuntimeError:
             pass  # the loop is closed: nobody waits any more
 
+    # An exception nobody awaits any more (the caller was cancelled) is not
+    # an error worth a "never retrieved" warning.
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
     threading.Thread(target=work, daemon=True, name="boxlite-call").start()
     return fut
 
