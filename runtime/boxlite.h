@@ -37,6 +37,10 @@
 #define BL_DEFAULT_STATE_DIR  "/run/boxlite/sandboxes"
 #define BL_DEFAULT_IMAGE      "default"
 #define BL_SANDBOX_ID_MAX     32
+/* Guest RAM kept out of the containers' memory for the guest kernel and
+ * agent (at most a quarter of the VM): size a VM for a container limit L as
+ * L + BL_GUEST_RESERVE_MIB. */
+#define BL_GUEST_RESERVE_MIB 40
 
 typedef struct bl_sandbox bl_sandbox;
 typedef struct bl_process bl_process;

@@ -277,6 +277,7 @@ static bl_sandbox *sandbox_new(void)
 	bl_sandbox *sb = bl_malloc0(sizeof(*sb));
 	pthread_mutex_init(&sb->lock, NULL);
 	pthread_mutex_init(&sb->kill_lock, NULL);
+	pthread_mutex_init(&sb->share_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -301,6 +302,7 @@ static void sandbox_free_fields(bl_sandbox *sb)
 	free(sb->state_root);
 	pthread_mutex_destroy(&sb->lock);
 	pthread_mutex_destroy(&sb->kill_lock);
+	pthread_mutex_destroy(&sb->share_lock);
 	pthread_cond_destroy(&sb->cond);
 	free(sb);
 }

@@ -203,6 +203,17 @@ static void test_two_containers(void)
 	CU_ASSERT_STRING_EQUAL(bl_container_status(c1), "stopped");
 	bl_process_free(i1);
 
+	/* The share itself is read-only (also to the guest, through virtiofsd)
+	 * outside of a create or delete. */
+	_cleanup_free_ char *junk = bl_asprintf("%s/share/junk", bl_sandbox_dir(sb));
+	int jfd = open(junk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	CU_ASSERT(jfd < 0 && errno == EROFS);
+	if (jfd >= 0)
+		close(jfd);
+	const char *const gw[] = {"sh", "-c", "mkdir /tmp/s && echo x > /tmp/s/f", NULL};
+	_cleanup_free_ char *gwo = run_in(c2, gw, &st);
+	CU_ASSERT_EQUAL(st, 0);
+
 	/* delete c1: its host mounts go, c2 is untouched. */
 	_cleanup_free_ char *share_c1 = bl_asprintf("%s/share/c0/rootfs", bl_sandbox_dir(sb));
 	CU_ASSERT(mounts_mention(share_c1));
