@@ -126,10 +126,10 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 
 # ---------------------------------------------------------------- libraries
 $(BUILD)/libblcommon.a: $(COMMON_OBJ)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/libboxlite.a: $(RUNTIME_OBJ)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 LINK_LIBS := $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a
 
@@ -151,7 +151,7 @@ $(BUILD)/containerd-shim-boxlite-v2: $(call obj,$(SHIM_SRC)) $(LINK_LIBS)
 # libblagent.a: the agent minus main(), also linked by tests/unit/test_agent_*.
 AGENT_LIB_SRC := $(filter-out agent/main.c,$(AGENT_SRC))
 $(BUILD)/libblagent.a: $(call obj,$(AGENT_LIB_SRC))
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/boxlite-agent: $(call obj,agent/main.c) $(BUILD)/libblagent.a $(BUILD)/libblcommon.a
 	$(CC) -static $(LDFLAGS) -o $@ $^ -lprotobuf-c -lcap -ljson-c
