@@ -231,6 +231,15 @@ int bl_sandbox_map_error(bl_sandbox *sb, int r, bl_error_t *err)
 		return bl_set_error(err, BL_ETIMEOUT, "timed out after %u s", sb->timeout_sec);
 	if (cancelled)
 		return bl_set_error(err, BL_ECANCELED, "sandbox cancelled");
+	/* A VM process killed from outside: say which, not "agent lost". The
+	 * reaper may be a moment behind the channel's EOF. */
+	const char *why = sb->vm ? bl_vm_dead_reason(sb->vm) : NULL;
+	for (int i = 0; sb->vm && !why && r == -BL_EAGENTLOST && i < 20; i++) {
+		usleep(10000);
+		why = bl_vm_dead_reason(sb->vm);
+	}
+	if (why)
+		return bl_set_error(err, BL_EBACKEND, "sandbox ended: %s", why);
 	return r;
 }
 

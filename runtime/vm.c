@@ -28,11 +28,23 @@
 	"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable no_timer_check lpj=5000000 " \
 	"i8042.noaux 8250.nr_uarts=1 mitigations=off cryptomgr.notests"
 
+#define MAX_WATCHED 8
+
 struct bl_vm {
 	virConnectPtr conn;
 	virDomainPtr dom;
 	bool embedded; /* conn is the process-wide embedded connection */
+	/* Watched by the reaper (under watch_lock): QEMU and its virtiofsds. */
+	struct bl_vm *watch_next;
+	bool watched, destroying;
+	pid_t qemu_pid;
+	pid_t pids[MAX_WATCHED];
+	size_t n_pids;
+	char dead_why[192]; /* why the VM died under us, "" while it lives */
 };
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bl_vm *watch_list;
 
 /*
  * libvirt allows one embedded driver root per process, and it cannot be
@@ -361,6 +373,42 @@ static bool is_vm_zombie(pid_t pid)
 	return named && sid != getsid(0);
 }
 
+/*
+ * A VM process that dies under a running sandbox ends it at once: a dead
+ * virtiofsd leaves the guest's file system requests waiting forever, so
+ * QEMU is killed too; the agent channel then closes and every call on the
+ * sandbox fails, with this reason (bl_vm_dead_reason).
+ */
+static void vm_process_died(const siginfo_t *si)
+{
+	pthread_mutex_lock(&watch_lock);
+	for (struct bl_vm *vm = watch_list; vm; vm = vm->watch_next) {
+		bool is_qemu = si->si_pid == vm->qemu_pid, is_fs = false;
+		for (size_t i = 0; i < vm->n_pids; i++)
+			is_fs = is_fs || vm->pids[i] == si->si_pid;
+		if ((!is_qemu && !is_fs) || vm->destroying)
+			continue;
+		bool killed = si->si_code == CLD_KILLED || si->si_code == CLD_DUMPED;
+		if (vm->dead_why[0] || (is_qemu && !killed) ||
+		    (is_fs && !killed && si->si_status == 0))
+			break;
+		if (killed)
+			snprintf(vm->dead_why, sizeof(vm->dead_why),
+				 "%s (pid %d%s) was killed by signal %d",
+				 is_qemu ? "QEMU" : "virtiofsd", (int)si->si_pid,
+				 is_qemu ? "" : ", the root file system server", si->si_status);
+		else
+			snprintf(
+			    vm->dead_why, sizeof(vm->dead_why),
+			    "virtiofsd (pid %d, the root file system server) exited with status %d",
+			    (int)si->si_pid, si->si_status);
+		if (is_fs && vm->qemu_pid > 0)
+			(void)kill(vm->qemu_pid, SIGKILL);
+		break;
+	}
+	pthread_mutex_unlock(&watch_lock);
+}
+
 /* Waits (without reaping) for any child to exit, reaps it when it is a VM
  * process, and otherwise leaves it to its owner for a moment. */
 static void *reaper_main(void *arg)
@@ -375,6 +423,7 @@ static void *reaper_main(void *arg)
 			continue;
 		}
 		if (si.si_pid > 0 && is_vm_zombie(si.si_pid)) {
+			vm_process_died(&si);
 			(void)waitpid(si.si_pid, NULL, WNOHANG);
 			continue;
 		}
@@ -624,6 +673,8 @@ static void warn_kvm_node(bl_accel accel)
 		(unsigned)(st.st_mode & 07777));
 }
 
+static void watch_vm(bl_vm *vm, const bl_vm_config *cfg);
+
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 {
 	if (vm->dom)
@@ -659,8 +710,85 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	if (vm->embedded) {
 		_cleanup_free_ char *caps = bl_asprintf("%s/cache/qemu/capabilities", embed_root);
 		copy_newer_files(caps, bl_vm_caps_cache_dir());
+		watch_vm(vm, cfg);
 	}
 	return 0;
+}
+
+/* The virtiofsd processes serving dir: their command line names it. */
+static size_t find_virtiofsd(const char *dir, pid_t *pids, size_t max)
+{
+	_cleanup_free_ char *needle = bl_asprintf("source=%s,", dir);
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	size_t n = 0;
+	while (d && n < max && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		char path[300], buf[4096];
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (len <= 0)
+			continue;
+		for (ssize_t i = 0; i < len; i++)
+			buf[i] = buf[i] ? buf[i] : ' ';
+		buf[len] = '\0';
+		if (strstr(buf, "virtiofsd") && strstr(buf, needle))
+			pids[n++] = (pid_t)atoi(de->d_name);
+	}
+	return n;
+}
+
+/* From now on the reaper ends the VM when QEMU or a virtiofsd dies. */
+static void watch_vm(bl_vm *vm, const bl_vm_config *cfg)
+{
+	pid_t qemu = bl_vm_qemu_pid(vm);
+	pid_t pids[MAX_WATCHED];
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_shares && n < MAX_WATCHED; i++)
+		n += find_virtiofsd(cfg->shares[i].dir, pids + n, MAX_WATCHED - n);
+	pthread_mutex_lock(&watch_lock);
+	vm->qemu_pid = qemu;
+	memcpy(vm->pids, pids, n * sizeof(pid_t));
+	vm->n_pids = n;
+	vm->watched = true;
+	vm->watch_next = watch_list;
+	watch_list = vm;
+	pthread_mutex_unlock(&watch_lock);
+	/* Died before we looked: it was a zombie of ours then, or is gone. */
+	for (size_t i = 0; i < n; i++) {
+		if (kill(pids[i], 0) < 0 && errno == ESRCH) {
+			siginfo_t si = {.si_pid = pids[i], .si_code = CLD_KILLED, .si_status = 0};
+			vm_process_died(&si);
+		}
+	}
+}
+
+static void unwatch_vm(bl_vm *vm)
+{
+	pthread_mutex_lock(&watch_lock);
+	vm->destroying = true;
+	if (vm->watched) {
+		for (struct bl_vm **pp = &watch_list; *pp; pp = &(*pp)->watch_next) {
+			if (*pp == vm) {
+				*pp = vm->watch_next;
+				break;
+			}
+		}
+		vm->watched = false;
+	}
+	pthread_mutex_unlock(&watch_lock);
+}
+
+const char *bl_vm_dead_reason(bl_vm *vm)
+{
+	if (!vm)
+		return NULL;
+	pthread_mutex_lock(&watch_lock);
+	const char *why = vm->dead_why[0] ? vm->dead_why : NULL;
+	pthread_mutex_unlock(&watch_lock);
+	return why;
 }
 
 bool bl_vm_is_running(bl_vm *vm)
@@ -697,6 +825,7 @@ int bl_vm_destroy(bl_vm *vm, bl_error_t *err)
 {
 	if (!vm || !vm->dom)
 		return 0;
+	unwatch_vm(vm);
 	int r = 0;
 	if (virDomainIsActive(vm->dom) == 1 && virDomainDestroy(vm->dom) < 0) {
 		virErrorPtr e = virGetLastError();
@@ -715,6 +844,7 @@ void bl_vm_free(bl_vm *vm)
 	bl_error_t err = BL_ERROR_INIT;
 	if (bl_vm_destroy(vm, &err) < 0)
 		bl_warn("%s", err.msg);
+	unwatch_vm(vm);
 	if (vm->conn)
 		virConnectClose(vm->conn);
 	free(vm);

@@ -71,6 +71,9 @@ const char *bl_vm_run_dir(void);
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err);
 /* True while the domain exists and runs. */
 bool bl_vm_is_running(bl_vm *vm);
+/* Why the VM died under its owner (QEMU or virtiofsd killed: the reaper
+ * then ends the VM at once), or NULL. Embedded driver only. */
+const char *bl_vm_dead_reason(bl_vm *vm);
 /* Waits until the domain is gone (guest rebooted) or timeout_ms passes
  * (-1: forever). Returns 0 when gone, BL_ETIMEOUT otherwise. */
 int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err);

@@ -8,6 +8,7 @@
 #include "sandbox_env.h"
 
 #include <grp.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -441,6 +442,96 @@ static void test_userns_mount_refused(void)
 	sb_assert_clean();
 }
 
+/* Kills every process whose command line contains needle; returns how many. */
+static int kill_matching(const char *needle)
+{
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		char path[300], buf[4096];
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (len <= 0)
+			continue;
+		for (ssize_t i = 0; i < len; i++)
+			buf[i] = buf[i] ? buf[i] : ' ';
+		buf[len] = '\0';
+		if (strstr(buf, needle) && kill(atoi(de->d_name), SIGKILL) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* Boots `sh -c 'sleep 8; cat /etc/passwd'`, kills a VM process from outside
+ * (virtiofsd when fs, else QEMU) mid-run and returns the wait's error. */
+static int kill_mid_run(bool fs, bl_error_t *err, double *secs)
+{
+	const char *const args[] = {"sh", "-c", "sleep 8; cat /etc/passwd", NULL};
+	bl_sandbox_options o = sb_opts(args);
+	o.timeout_sec = 120; /* a hang shows as a timeout, not a stuck test */
+	bl_sandbox *sb = NULL;
+	if (bl_sandbox_create(&o, &sb, err) < 0)
+		return -1;
+	bl_process *p = NULL;
+	int r = bl_sandbox_start(sb, &p, err);
+	if (r == 0) {
+		_cleanup_free_ char *needle = bl_asprintf("source=%s,", bl_sandbox_dir(sb));
+		needle[strlen(needle) - 1] = '/'; /* source=<dir>/rootfs */
+		int killed = 0;
+		if (fs) {
+			killed = kill_matching(needle);
+		} else {
+			pid_t q = bl_sandbox_qemu_pid(sb);
+			killed = q > 0 && kill(q, SIGKILL) == 0;
+		}
+		CU_ASSERT(killed > 0);
+		uint64_t t0 = bl_now_monotonic_ns();
+		bl_exit ex;
+		r = bl_process_wait(p, &ex, err);
+		*secs = (double)(bl_now_monotonic_ns() - t0) / 1e9;
+		bl_process_free(p);
+	}
+	bl_sandbox_destroy(sb);
+	return r;
+}
+
+/*
+ * Finding 7. Attack (or accident): virtiofsd is killed with SIGKILL while
+ * the guest still needs its root file system. Must hold: the run ends at
+ * once (not at its deadline) with an error naming virtiofsd; nothing of the
+ * sandbox is left.
+ */
+static void test_virtiofsd_killed(void)
+{
+	SKIP_UNLESS_ENV();
+	bl_error_t err = BL_ERROR_INIT;
+	double secs = 0;
+	int r = kill_mid_run(true, &err, &secs);
+	printf("\n  wait: %d after %.1f s: %s\n", r, secs, err.msg);
+	CU_ASSERT_EQUAL(r, -BL_EBACKEND);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "virtiofsd"));
+	CU_ASSERT(secs < 60); /* the deadline is 120 s: this is "at once", loosely */
+	sb_assert_clean();
+}
+
+/* Finding 7, QEMU: killed with SIGKILL mid-run. Must hold: a clear error
+ * naming QEMU, nothing left. */
+static void test_qemu_killed(void)
+{
+	SKIP_UNLESS_ENV();
+	bl_error_t err = BL_ERROR_INIT;
+	double secs = 0;
+	int r = kill_mid_run(false, &err, &secs);
+	printf("\n  wait: %d after %.1f s: %s\n", r, secs, err.msg);
+	CU_ASSERT_EQUAL(r, -BL_EBACKEND);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "QEMU"));
+	sb_assert_clean();
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
@@ -450,6 +541,8 @@ int main(void)
 	    {"syscalls_refused", test_syscalls_refused},
 	    {"proc_sys_dev", test_proc_sys_dev},
 	    {"userns_mount_refused", test_userns_mount_refused},
+	    {"virtiofsd_killed", test_virtiofsd_killed},
+	    {"qemu_killed", test_qemu_killed},
 	    {NULL, NULL},
 	};
 	signal(SIGPIPE, SIG_IGN);
