@@ -212,9 +212,7 @@ char *bl_sandbox_console_tail(const bl_sandbox *sb, size_t max)
 	}
 	buf[n] = '\0';
 	/* Console bytes come from the guest: keep them printable. */
-	for (ssize_t i = 0; i < n; i++)
-		if ((buf[i] < 0x20 && buf[i] != '\n') || buf[i] == 0x7f)
-			buf[i] = '?';
+	bl_sanitize_text(buf, (size_t)n, true);
 	return buf;
 }
 
@@ -600,10 +598,17 @@ static void annotate_failure(bl_sandbox *sb, bl_error_t *err)
 	size_t len = 0;
 	if (bl_read_file(src, 16 << 20, &data, &len, NULL) < 0 || len == 0)
 		return;
+	/* $TMPDIR is writable by others: a fresh name, created exclusively
+	 * (mkostemps: O_EXCL, 0600), never a predictable path. */
 	const char *tmp = getenv("TMPDIR");
 	_cleanup_free_ char *dst =
-	    bl_asprintf("%s/boxlite-%s-console.log", tmp ? tmp : "/tmp", sb->id);
-	if (bl_write_file(dst, data, len, 0600, NULL) == 0) {
+	    bl_asprintf("%s/boxlite-%s-console-XXXXXX.log", tmp && *tmp ? tmp : "/tmp", sb->id);
+	_cleanup_close_ int fd = mkostemps(dst, 4, O_CLOEXEC);
+	if (fd >= 0 && bl_write_full(fd, data, len) < 0) {
+		(void)unlink(dst);
+		return;
+	}
+	if (fd >= 0) {
 		size_t used = strlen(err->msg);
 		snprintf(err->msg + used, sizeof(err->msg) - used, " (guest console kept in %s)",
 			 dst);

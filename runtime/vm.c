@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -41,10 +42,142 @@ struct bl_vm {
 	pid_t pids[MAX_WATCHED];
 	size_t n_pids;
 	char dead_why[192]; /* why the VM died under us, "" while it lives */
+	int console_wd;	    /* inotify watch of the console log, -1: none */
 };
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct bl_vm *watch_list;
+
+/* ------------------------------------------------------------ console cap */
+
+/*
+ * The console log lives on RAM-backed /run and the guest decides how much it
+ * writes: it is capped. One thread of the process watches every console log
+ * of its VMs with inotify; when one grows past its cap, its last cap bytes
+ * move to LOG.1 (replacing the previous one) and LOG is truncated (QEMU
+ * appends, so it goes on at offset 0). At most about 2 x cap per sandbox,
+ * plus what the guest writes between two wake-ups.
+ */
+struct console_watch {
+	int wd;
+	size_t max;
+	char *path;
+	struct console_watch *next;
+};
+
+static pthread_mutex_t console_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct console_watch *console_list;
+static int console_ifd = -1;
+static pthread_once_t console_once = PTHREAD_ONCE_INIT;
+
+size_t bl_vm_console_max(void)
+{
+	const char *e = getenv("BOXLITE_CONSOLE_MAX");
+	long v = e && *e ? strtol(e, NULL, 10) : 0;
+	return v >= 4096 && v <= (64l << 20) ? (size_t)v : BL_VM_CONSOLE_MAX;
+}
+
+static void console_rotate(const char *path, size_t max)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size <= max)
+		return;
+	size_t keep = max;
+	_cleanup_free_ char *buf = malloc(keep);
+	ssize_t n = buf ? pread(fd, buf, keep, st.st_size - (off_t)keep) : -1;
+	_cleanup_free_ char *old = bl_asprintf("%s.1", path);
+	_cleanup_free_ char *tmp = bl_asprintf("%s.1.tmp", path);
+	if (n > 0) {
+		_cleanup_close_ int out =
+		    open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (out >= 0 && bl_write_full(out, buf, (size_t)n) == 0)
+			(void)rename(tmp, old);
+		else
+			(void)unlink(tmp);
+	}
+	if (truncate(path, 0) < 0)
+		bl_warn("console log %s: truncate: %s", path, strerror(errno));
+}
+
+static void *console_main(void *arg)
+{
+	(void)arg;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(console_ifd, buf, sizeof(buf));
+		if (n <= 0) {
+			if (n < 0 && errno != EINTR) {
+				struct timespec ts = {0, 100 * 1000000};
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
+		for (ssize_t off = 0; off < n;) {
+			const struct inotify_event *ev = (const void *)(buf + off);
+			off += (ssize_t)(sizeof(*ev) + ev->len);
+			pthread_mutex_lock(&console_lock);
+			for (struct console_watch *c = console_list; c; c = c->next)
+				if (c->wd == ev->wd)
+					console_rotate(c->path, c->max);
+			pthread_mutex_unlock(&console_lock);
+		}
+		/* QEMU writes the console byte by byte: let the events of a burst
+		 * coalesce (a guest writes a few KiB in this time). */
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static int start_service_thread(void *(*fn)(void *));
+static void console_init(void)
+{
+	console_ifd = inotify_init1(IN_CLOEXEC);
+	if (console_ifd >= 0 && start_service_thread(console_main) < 0) {
+		close(console_ifd);
+		console_ifd = -1;
+	}
+}
+
+static int console_watch_add(const char *path, size_t max)
+{
+	pthread_once(&console_once, console_init);
+	if (console_ifd < 0)
+		return -1;
+	pthread_mutex_lock(&console_lock);
+	int wd = inotify_add_watch(console_ifd, path, IN_MODIFY);
+	if (wd >= 0) {
+		struct console_watch *c = bl_malloc0(sizeof(*c));
+		c->wd = wd;
+		c->max = max;
+		c->path = bl_strdup(path);
+		c->next = console_list;
+		console_list = c;
+	}
+	pthread_mutex_unlock(&console_lock);
+	if (wd >= 0)
+		console_rotate(path, max); /* what came before the watch */
+	return wd;
+}
+
+static void console_watch_remove(int wd)
+{
+	if (wd < 0)
+		return;
+	pthread_mutex_lock(&console_lock);
+	for (struct console_watch **pp = &console_list; *pp; pp = &(*pp)->next) {
+		struct console_watch *c = *pp;
+		if (c->wd != wd)
+			continue;
+		*pp = c->next;
+		(void)inotify_rm_watch(console_ifd, wd);
+		free(c->path);
+		free(c);
+		break;
+	}
+	pthread_mutex_unlock(&console_lock);
+}
 
 /*
  * libvirt allows one embedded driver root per process, and it cannot be
@@ -198,7 +331,8 @@ static int write_devices(xmlTextWriterPtr w, const bl_vm_config *cfg)
 
 	W(start(w, "serial"));
 	W(attr(w, "type", "file"));
-	W(empty_el(w, "source", "path", cfg->console_log, NULL));
+	/* Appending: the console cap truncates the file under QEMU's fd. */
+	W(empty_el(w, "source", "path", cfg->console_log, "append", "on", NULL));
 	W(empty_el(w, "target", "type", "isa-serial", NULL));
 	W(end(w));
 
@@ -632,6 +766,7 @@ int bl_vm_open(const char *uri, bl_vm **ret, bl_error_t *err)
 	if (libvirt_init_result < 0)
 		return virt_error(err, "initialize libvirt");
 	_cleanup_free_ bl_vm *vm = bl_malloc0(sizeof(*vm));
+	vm->console_wd = -1;
 	if (!uri || !*uri) {
 		pthread_mutex_lock(&embed_lock);
 		int r = embed_open(err);
@@ -702,6 +837,7 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	    virDomainCreateXML(vm->conn, xml, vm->embedded ? 0 : VIR_DOMAIN_START_AUTODESTROY);
 	if (!vm->dom)
 		return virt_error(err, "create domain");
+	vm->console_wd = console_watch_add(cfg->console_log, bl_vm_console_max());
 	bl_info("libvirt: domain %s started in %llu ms (accel %s)", cfg->name,
 		(unsigned long long)((bl_now_monotonic_ns() - t0) / 1000000),
 		bl_accel_name(cfg->accel));
@@ -826,6 +962,8 @@ int bl_vm_destroy(bl_vm *vm, bl_error_t *err)
 	if (!vm || !vm->dom)
 		return 0;
 	unwatch_vm(vm);
+	console_watch_remove(vm->console_wd);
+	vm->console_wd = -1;
 	int r = 0;
 	if (virDomainIsActive(vm->dom) == 1 && virDomainDestroy(vm->dom) < 0) {
 		virErrorPtr e = virGetLastError();

@@ -33,6 +33,12 @@ typedef struct bl_vm_share {
 	bool mutable_source;
 } bl_vm_share;
 
+/* The console log's cap (BOXLITE_CONSOLE_MAX bytes overrides, 4 KiB..64
+ * MiB): LOG keeps at most this much, LOG.1 the previous as much. */
+#define BL_VM_CONSOLE_MAX (1u << 20)
+size_t bl_vm_console_max(void);
+
+
 typedef struct bl_vm_config {
 	const char *name;	   /* domain name, unique on the connection */
 	const char *kernel;	   /* uncompressed vmlinux (PVH entry) */

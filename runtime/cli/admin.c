@@ -307,18 +307,30 @@ int cmd_logs(int argc, char **argv)
 	bl_error_t err = BL_ERROR_INIT;
 	if (bl_sandbox_info_get(state_dir, argv[1], &info, &err) < 0)
 		return cli_fail(&err);
-	_cleanup_free_ char *path =
-	    bl_asprintf("%s/%s/console.log", bl_state_dir(state_dir), argv[1]);
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
+	/* The log is capped: console.log.1 holds what came before console.log.
+	 * Guest bytes reach a terminal only sanitised. */
+	bool tty = isatty(1);
+	int shown = 0;
+	for (int k = 0; k < 2; k++) {
+		_cleanup_free_ char *path = bl_asprintf(
+		    "%s/%s/console.log%s", bl_state_dir(state_dir), argv[1], k == 0 ? ".1" : "");
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		shown++;
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof(buf))) > 0) {
+			if (tty)
+				bl_sanitize_text(buf, (size_t)n, true);
+			if (bl_write_full(1, buf, (size_t)n) < 0)
+				break;
+		}
+	}
+	if (!shown) {
 		cli_error("no console log for %s", argv[1]);
 		return BL_EXIT_FAILURE;
 	}
-	char buf[65536];
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		if (bl_write_full(1, buf, (size_t)n) < 0)
-			break;
 	return 0;
 }
 

@@ -532,6 +532,91 @@ static void test_qemu_killed(void)
 	sb_assert_clean();
 }
 
+struct sampler {
+	char *dir; /* the sandbox's state dir */
+	volatile int stop;
+	size_t max_total;
+	pthread_t t;
+};
+
+static size_t size_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+static void *sampler_main(void *arg)
+{
+	struct sampler *s = arg;
+	_cleanup_free_ char *log = bl_asprintf("%s/console.log", s->dir);
+	_cleanup_free_ char *old = bl_asprintf("%s/console.log.1", s->dir);
+	while (!s->stop) {
+		size_t total = size_of(log) + size_of(old);
+		if (total > s->max_total)
+			s->max_total = total;
+		usleep(5000);
+	}
+	return NULL;
+}
+
+/*
+ * Finding 4. Attack: a hostile guest (here a userland of its own in place of
+ * the agent: the probe as /init) floods the serial console with 2 MiB.
+ * Must hold: the console log on the host (RAM-backed /run) never holds more
+ * than about twice its cap (64 KiB here) - its end is kept, the flood's last
+ * line included - and the failed sandbox leaves nothing behind.
+ */
+static void test_console_flood_bounded(void)
+{
+	SKIP_UNLESS_ENV();
+	_cleanup_free_ char *stage = bl_asprintf("%s/flood-initrd", env.dir);
+	_cleanup_free_ char *cpio = bl_asprintf("%s/flood.cpio", env.dir);
+	_cleanup_free_ char *cmd =
+	    bl_asprintf("mkdir -p %s && cp %s/tests/escape-probe %s/init && cd %s && echo init | "
+			"cpio --quiet -o -H newc -R 0:0 > %s",
+			stage, bl_test_build_dir(), stage, stage, cpio);
+	BL_SKIP_UNLESS(system(cmd) == 0, "cpio could not pack the flood initramfs");
+	const size_t cap = 65536;
+	setenv("BOXLITE_CONSOLE_MAX", "65536", 1);
+	setenv("TMPDIR", env.dir, 1);
+	const char *const args[] = {"true", NULL};
+	bl_sandbox_options o = sb_opts(args);
+	o.initrd = cpio;
+	o.timeout_sec = 180;
+	struct sampler sm = {.dir = bl_asprintf("%s/%s", env.state, o.id)};
+	CU_ASSERT_EQUAL_FATAL(pthread_create(&sm.t, NULL, sampler_main, &sm), 0);
+	bl_error_t err = BL_ERROR_INIT;
+	bl_sandbox *sb = NULL;
+	int r = bl_sandbox_create(&o, &sb, &err);
+	sm.stop = 1;
+	pthread_join(sm.t, NULL);
+	unsetenv("BOXLITE_CONSOLE_MAX");
+	unsetenv("TMPDIR");
+	if (r == 0)
+		bl_sandbox_destroy(sb);
+	printf("\n  create: %d (%s)\n  console log + .1 at most %zu bytes (cap %zu)\n", r, err.msg,
+	       sm.max_total, cap);
+	CU_ASSERT(r < 0); /* no agent in that guest */
+	CU_ASSERT(sm.max_total > 0);
+	CU_ASSERT(sm.max_total <= 2 * cap + 64 * 1024);
+	/* The copy kept for diagnosis is the log's end: the flood's last line. */
+	const char *kept = strstr(err.msg, "guest console kept in ");
+	CU_ASSERT_PTR_NOT_NULL(kept);
+	if (kept) {
+		_cleanup_free_ char *path = bl_strdup(kept + strlen("guest console kept in "));
+		path[strcspn(path, ")")] = '\0';
+		_cleanup_free_ char *data = NULL;
+		size_t len = 0;
+		CU_ASSERT_EQUAL(bl_read_file(path, 16 << 20, &data, &len, NULL), 0);
+		CU_ASSERT(len <= cap + 64 * 1024);
+		CU_ASSERT(data && strstr(data, "flood-end"));
+		CU_ASSERT(strncmp(path, env.dir, strlen(env.dir)) == 0);
+		(void)unlink(path);
+	}
+	free(sm.dir);
+	sb_assert_clean();
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
@@ -543,6 +628,7 @@ int main(void)
 	    {"userns_mount_refused", test_userns_mount_refused},
 	    {"virtiofsd_killed", test_virtiofsd_killed},
 	    {"qemu_killed", test_qemu_killed},
+	    {"console_flood_bounded", test_console_flood_bounded},
 	    {NULL, NULL},
 	};
 	signal(SIGPIPE, SIG_IGN);
