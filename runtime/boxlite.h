@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "bl_error.h"
+#include "boxlite_image.h"
 
 #define BOXLITE_VERSION "0.1.0"
 

@@ -8,6 +8,7 @@
 #include "image_internal.h"
 
 #include "bl_util.h"
+#include "image_ref.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -400,28 +401,39 @@ static int import_plain_dir(const char *abs, const char *store, const bl_image_l
 	return r;
 }
 
-/* The key a name points at; BL_ENOTFOUND when there is no such name. */
-int bl_img_name_key(const char *store, const char *name, char key[BL_SHA256_HEX_LEN + 1],
-		    bl_error_t *err)
+typedef enum resolve_mode { RESOLVE_RUN, RESOLVE_IMPORT } resolve_mode;
+
+/* A registry reference: its stored image, else (run mode, and when the
+ * reference names its registry explicitly, unless BOXLITE_PULL=never) a pull.
+ * Short Docker Hub names are pulled only by `boxlite pull`: a mistyped local
+ * name must not reach out to the network. */
+static int resolve_pulled(const char *ref, const char *store, resolve_mode mode,
+			  char ret_key[BL_SHA256_HEX_LEN + 1], bl_error_t *err)
 {
-	_cleanup_free_ char *link = bl_asprintf("%s/names/%s", store, name);
-	char target[256];
-	ssize_t n = readlink(link, target, sizeof(target) - 1);
-	if (n < 0) {
-		if (errno == ENOENT)
-			return bl_set_error(err, BL_ENOTFOUND, "no image named '%s' in %s", name,
-					    store);
-		return bl_set_error_errno(err, errno, "readlink %s", link);
-	}
-	target[n] = '\0';
-	if (strncmp(target, "../images/", 10) != 0 ||
-	    !bl_img_is_hex64(target + 10, strlen(target + 10)))
-		return bl_set_error(err, BL_EPROTO, "image name '%s' has a bad link", name);
-	memcpy(key, target + 10, BL_SHA256_HEX_LEN + 1);
+	bl_image_ref pr;
+	if (bl_image_ref_parse(ref, &pr, NULL) < 0)
+		return bl_set_error(err, BL_ENOTFOUND,
+				    "image '%s' not found (no such file or directory%s)", ref,
+				    bl_image_name_valid(ref) ? ", and no image of that name" : "");
+	_cleanup_free_ char *norm = bl_image_ref_string(&pr);
+	if (bl_img_name_key(store, norm, ret_key, NULL) == 0 && bl_img_present(store, ret_key))
+		return 0;
+	const char *policy = getenv("BOXLITE_PULL");
+	bool never = policy && !strcmp(policy, "never");
+	if (mode == RESOLVE_IMPORT || never || !bl_image_ref_has_domain(ref))
+		return bl_set_error(err, BL_ENOTFOUND,
+				    "image '%s' not found (no such file or directory, and no image "
+				    "of that name%s)",
+				    ref,
+				    never ? "" : "; boxlite pull fetches it from its registry");
+	bl_pull_options o = {.store_dir = store};
+	_cleanup_free_ char *digest = NULL;
+	int r = bl_image_pull(ref, &o, NULL, &digest, err);
+	if (r < 0)
+		return BL_PREFIX(r, err, "pull %s", norm);
+	memcpy(ret_key, digest + 7, BL_SHA256_HEX_LEN + 1);
 	return 0;
 }
-
-typedef enum resolve_mode { RESOLVE_RUN, RESOLVE_IMPORT } resolve_mode;
 
 /* Resolves ref; *ret_key is set (64 hex) for store images, "" for plain dirs
  * in run mode, in which case *ret_plain holds the directory's real path. */
@@ -450,9 +462,7 @@ static int resolve_ref(const char *ref, const char *store, const bl_image_limits
 	struct stat st;
 	if (stat(ref, &st) < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
-			return bl_set_error(
-			    err, BL_ENOTFOUND, "image '%s' not found (no such file or directory%s)",
-			    ref, bl_image_name_valid(ref) ? ", and no image of that name" : "");
+			return resolve_pulled(ref, store, mode, ret_key, err);
 		return bl_set_error_errno(err, errno, "image '%s'", ref);
 	}
 	_cleanup_free_ char *abs = realpath(ref, NULL);
@@ -494,6 +504,7 @@ int bl_image_resolve_ex(const char *ref, const char *store_dir, const bl_image_l
 			*ret_config_json = NULL;
 		return 0;
 	}
+	bl_img_touch(store, key);
 	return bl_img_result(store, key, ret_rootfs, ret_config_json, err);
 }
 

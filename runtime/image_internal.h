@@ -89,6 +89,8 @@ typedef struct bl_img_plan {
 	size_t n_layers;
 	const char *copy_dir; /* plain dir import: copy this tree */
 	char *source;	      /* informational */
+	char **blobs;	      /* hex digests of the store blobs it was made of */
+	int64_t created;      /* 0: now */
 } bl_img_plan;
 
 void bl_img_plan_clear(bl_img_plan *p);
@@ -107,5 +109,15 @@ int bl_img_store_install(const char *store, int src_fd, bl_img_plan *p, const bl
 /* The key a name points at; BL_ENOTFOUND when there is no such name. */
 int bl_img_name_key(const char *store, const char *name, char key[BL_SHA256_HEX_LEN + 1],
 		    bl_error_t *err);
-/* Points name at key atomically; an image no other name uses is dropped. */
+/* Points name (a local name or a normalised reference) at key atomically;
+ * an image no other name and no sandbox uses is dropped. */
 int bl_img_set_name(const char *store, const char *name, const char *key, bl_error_t *err);
+/* Records a use of key now (LRU). */
+void bl_img_touch(const char *store, const char *key);
+/* Live sandboxes pinning key. */
+unsigned bl_img_pins(const char *store, const char *key);
+/* Shared (pull, import) or exclusive (prune, evict) hold of the store's gc lock. */
+int bl_img_gc_lock(const char *store, bool exclusive, int *ret_fd, bl_error_t *err);
+/* Evicts least recently used unpinned images (never keep_key) until the
+ * store holds at most max_bytes; then drops unused blobs. */
+int bl_img_evict(const char *store, uint64_t max_bytes, const char *keep_key, bl_error_t *err);

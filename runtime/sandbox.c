@@ -633,6 +633,8 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 	r = resolve_image(sb, o, err);
 	if (r == 0)
 		r = make_state_dir(sb, o, err);
+	if (r == 0 && !o->rootfs) /* rmi, prune and eviction leave the image alone */
+		(void)bl_image_pin(sb->rootfs, sb->dir, NULL);
 	if (r == 0)
 		r = bl_meta_write(sb, "running", 0, err);
 	if (r == 0)
