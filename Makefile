@@ -200,6 +200,15 @@ $(BUILD)/fuzz/fuzz_ttrpc: tests/fuzz/fuzz_ttrpc.c $(COMMON_SRC) | $(PROTO_H)
 	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon \
 	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) -pthread
 
+# The agent's request decoding: the agent's own parsers, no runtime/.
+AGENT_FUZZ_SRC := agent/spec.c agent/seccomp.c agent/validate.c
+$(BUILD)/fuzz/fuzz_agent_request: tests/fuzz/fuzz_agent_request.c $(AGENT_FUZZ_SRC) $(COMMON_SRC) \
+		| $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon \
+	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(AGENT_FUZZ_SRC) $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) \
+	  -pthread
+
 fuzz: $(FUZZ_BIN)
 	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
 

@@ -112,8 +112,10 @@ int bl_host_prepare(void)
 
 /* Before Linux 5.12 (no mount_setattr): bind, then make the top mount
  * read-only; a copy propagated in between would stay writable. */
-static int ro_bind_legacy(const char *src, const char *dst)
+static int ro_bind_legacy(int srcfd, const char *dst)
 {
+	char src[64];
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", srcfd);
 	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0 ||
 	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) <
@@ -125,13 +127,13 @@ static int ro_bind_legacy(const char *src, const char *dst)
 /* A read-only copy of src's mount tree, made read-only before it is attached
  * at dst (so a copy propagated to a peer namespace is read-only too), then
  * made private (nothing mounted below it propagates). */
-static int ro_bind(const char *src, const char *dst)
+static int ro_bind(int srcfd, const char *dst)
 {
-	_cleanup_close_ int fd =
-	    open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	_cleanup_close_ int fd = open_tree(
+	    srcfd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	struct mount_attr ma = {.attr_set = SHARE_ATTRS, .propagation = MS_PRIVATE};
 	if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0)
-		return errno == ENOSYS ? ro_bind_legacy(src, dst) : -errno;
+		return errno == ENOSYS ? ro_bind_legacy(srcfd, dst) : -errno;
 	if (move_mount(fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0 ||
 	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return -errno;
@@ -148,7 +150,11 @@ static int share_mount(bl_sandbox *sb, bl_error_t *err)
 	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
 		return bl_set_error_errno(err, errno, "read-only image view: mkdir %s", dst);
 	sb->share = steal_pointer(&dst);
-	int r = ro_bind(sb->rootfs, sb->share);
+	/* By the descriptor opened when the rootfs was resolved: a path
+	 * component swapped since cannot redirect the share. */
+	int r = ro_bind(sb->rootfs_fd, sb->share);
+	close(sb->rootfs_fd);
+	sb->rootfs_fd = -1;
 	if (r < 0)
 		return bl_set_error_errno(err, -r, "read-only image view: bind %s on %s",
 					  sb->rootfs, sb->share);
@@ -335,6 +341,7 @@ static bl_sandbox *sandbox_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sb->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	sb->rootfs_fd = -1;
 	return sb;
 }
 
@@ -349,6 +356,9 @@ static void sandbox_free_fields(bl_sandbox *sb)
 	free(sb->user);
 	free(sb->image);
 	free(sb->rootfs);
+	if (sb->rootfs_fd >= 0)
+		close(sb->rootfs_fd);
+	sb->rootfs_fd = -1;
 	free(sb->share);
 	free(sb->dir);
 	free(sb->state_root);
@@ -391,14 +401,18 @@ static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t
 	uint64_t t0 = bl_now_monotonic_ns();
 	_cleanup_free_ char *config = NULL;
 	if (o->rootfs) {
+		/* Opened once; everything later goes through this descriptor. */
 		struct stat st;
-		if (stat(o->rootfs, &st) < 0)
+		sb->rootfs_fd = open(o->rootfs, O_PATH | O_CLOEXEC);
+		if (sb->rootfs_fd < 0)
 			return bl_set_error(err, BL_ENOTFOUND, "rootfs directory %s: %s", o->rootfs,
 					    strerror(errno));
-		if (!S_ISDIR(st.st_mode))
+		if (fstat(sb->rootfs_fd, &st) < 0 || !S_ISDIR(st.st_mode))
 			return bl_set_error(err, BL_EINVAL, "rootfs %s is not a directory",
 					    o->rootfs);
-		sb->rootfs = realpath(o->rootfs, NULL);
+		char link[64];
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", sb->rootfs_fd);
+		sb->rootfs = realpath(link, NULL);
 		if (!sb->rootfs)
 			return bl_set_error_errno(err, errno, "rootfs %s", o->rootfs);
 		sb->image = bl_strdup(sb->rootfs);
@@ -408,6 +422,9 @@ static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t
 		if (r < 0)
 			return bl_error_prefix(err, "image");
 		sb->image = bl_strdup(ref);
+		sb->rootfs_fd = open(sb->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (sb->rootfs_fd < 0)
+			return bl_set_error_errno(err, errno, "image %s: open %s", ref, sb->rootfs);
 	}
 	int r = bl_image_defaults_parse(config, &sb->img, err);
 	if (r < 0)

@@ -543,8 +543,48 @@ static void vm_process_died(const siginfo_t *si)
 	pthread_mutex_unlock(&watch_lock);
 }
 
-/* Waits (without reaping) for any child to exit, reaps it when it is a VM
- * process, and otherwise leaves it to its owner for a moment. */
+/* Reaps every zombie child of ours that is a daemonized QEMU or virtiofsd
+ * (found by pid: waitid(P_ALL) alone would return the same unrelated
+ * zombie - an orphan reparented to this subreaper, say - again and again and
+ * starve the VM processes behind it). Returns how many. */
+static int reap_vm_zombies(void)
+{
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+	pid_t self = getpid();
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid_t pid = (pid_t)atoi(de->d_name);
+		char path[64], buf[512];
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		char *cp = strrchr(buf, ')');
+		int ppid = 0;
+		if (!cp || cp[1] != ' ' || cp[2] != 'Z' || sscanf(cp + 4, "%d", &ppid) != 1 ||
+		    ppid != self || !is_vm_zombie(pid))
+			continue;
+		int st = 0;
+		if (waitpid(pid, &st, WNOHANG) != pid)
+			continue;
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		si.si_pid = pid;
+		si.si_code = WIFSIGNALED(st) ? CLD_KILLED : CLD_EXITED;
+		si.si_status = WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st);
+		vm_process_died(&si);
+		n++;
+	}
+	return n;
+}
+
+/* Waits (without reaping) for any child to exit, then reaps the VM
+ * processes among the zombies; others are left to their owners. */
 static void *reaper_main(void *arg)
 {
 	(void)arg;
@@ -557,13 +597,19 @@ static void *reaper_main(void *arg)
 			continue;
 		}
 		if (si.si_pid > 0 && is_vm_zombie(si.si_pid)) {
-			vm_process_died(&si);
-			(void)waitpid(si.si_pid, NULL, WNOHANG);
+			int st = 0;
+			if (waitpid(si.si_pid, &st, WNOHANG) == si.si_pid) {
+				si.si_code = WIFSIGNALED(st) ? CLD_KILLED : CLD_EXITED;
+				si.si_status = WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st);
+				vm_process_died(&si);
+			}
 			continue;
 		}
-		/* Someone else's child (libvirt's, the application's): its owner
-		 * reaps it; don't spin on it meanwhile. */
-		struct timespec ts = {0, 2 * 1000000};
+		if (reap_vm_zombies() > 0)
+			continue;
+		/* Someone else's child (libvirt's, the application's, an orphan):
+		 * its owner reaps it; look again in a moment. */
+		struct timespec ts = {0, 20 * 1000000};
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -895,7 +941,10 @@ static void watch_vm(bl_vm *vm, const bl_vm_config *cfg)
 	/* Died before we looked: it was a zombie of ours then, or is gone. */
 	for (size_t i = 0; i < n; i++) {
 		if (kill(pids[i], 0) < 0 && errno == ESRCH) {
-			siginfo_t si = {.si_pid = pids[i], .si_code = CLD_KILLED, .si_status = 0};
+			siginfo_t si;
+			memset(&si, 0, sizeof(si));
+			si.si_pid = pids[i];
+			si.si_code = CLD_KILLED;
 			vm_process_died(&si);
 		}
 	}

@@ -270,8 +270,13 @@ static int cmd_mem_watch(double secs)
 				if (!agent_child(s))
 					break;
 				attempts++;
+				/* Counted only if, after the write, the process still
+				 * runs the agent's code: then the write hit that memory
+				 * (a write after its execve hits the container's own
+				 * program, which it may). */
 				if (try_write_mem(pid) == 0) {
-					writes++;
+					if (agent_child(s))
+						writes++;
 					break;
 				}
 				kill(pid, SIGCONT);
@@ -336,7 +341,8 @@ static int flood_init(void)
 
 int main(int argc, char **argv)
 {
-	if (getpid() == 1)
+	/* PID 1 of a guest (not of a container, where argv[0] is "probe"). */
+	if (getpid() == 1 && argc >= 1 && !strcmp(argv[0], "/init"))
 		return flood_init();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc >= 2 && !strcmp(argv[1], "syscalls"))

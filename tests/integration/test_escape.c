@@ -8,11 +8,14 @@
 #include "sandbox_env.h"
 
 #include <grp.h>
+#include <archive.h>
+#include <archive_entry.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 #define SKIP_UNLESS_ENV()                                           \
@@ -282,6 +285,9 @@ static void test_secrets_private(void)
 	/* The sandbox still works with its options. */
 	CU_ASSERT_EQUAL(cli("exec %s -- sh -c 'test \"$API_KEY\" = %s'", id, secret), 0);
 	CU_ASSERT_EQUAL(cli("rm -f %s", id), 0);
+	/* The monitor was reparented to this process (a child subreaper). */
+	for (int i = 0; i < 100 && waitpid(-1, NULL, WNOHANG) <= 0; i++)
+		usleep(20000);
 	sb_assert_clean();
 }
 
@@ -617,6 +623,178 @@ static void test_console_flood_bounded(void)
 	sb_assert_clean();
 }
 
+/* Writes a tar with the given (hostile) entries to path; with big_size, a
+ * header only: one regular file "out/zero" announcing big_size bytes (the
+ * guest then streams zeros). */
+static bool write_tar(const char *path, bool hostile, int64_t big_size)
+{
+	size_t cap = 1 << 20, used = 0;
+	_cleanup_free_ char *buf = bl_malloc0(cap);
+	struct archive *a = archive_write_new();
+	archive_write_set_format_pax_restricted(a);
+	archive_write_set_bytes_per_block(a, 0);
+	if (archive_write_open_memory(a, buf, cap, &used) != ARCHIVE_OK)
+		return false;
+	struct {
+		const char *name;
+		mode_t type, perm;
+		const char *link;
+		dev_t rdev;
+	} es[] = {{"out/", AE_IFDIR, 0755, NULL, 0},
+		  {"out/sda", AE_IFCHR, 0644, NULL, makedev(1, 1)},
+		  {".ssh/authorized_keys", AE_IFREG, 0600, NULL, 0},
+		  {"out/lnk", AE_IFLNK, 0777, "/etc", 0},
+		  {"out/su", AE_IFREG, 04755, NULL, 0}};
+	size_t n = hostile ? sizeof(es) / sizeof(es[0]) : 1;
+	for (size_t i = 0; i < n; i++) {
+		struct archive_entry *e = archive_entry_new();
+		archive_entry_set_pathname(e, es[i].name);
+		archive_entry_set_filetype(e, es[i].type);
+		archive_entry_set_perm(e, es[i].perm);
+		if (es[i].link)
+			archive_entry_set_symlink(e, es[i].link);
+		if (es[i].rdev)
+			archive_entry_set_rdev(e, es[i].rdev);
+		archive_entry_set_size(e, es[i].type == AE_IFREG ? 2 : 0);
+		archive_write_header(a, e);
+		if (es[i].type == AE_IFREG)
+			archive_write_data(a, "x\n", 2);
+		archive_entry_free(e);
+	}
+	if (big_size) {
+		struct archive_entry *e = archive_entry_new();
+		archive_entry_set_pathname(e, "out/zero");
+		archive_entry_set_filetype(e, AE_IFREG);
+		archive_entry_set_perm(e, 0644);
+		archive_entry_set_size(e, big_size);
+		archive_write_header(a, e);
+		archive_entry_free(e);
+		size_t header_end = used;
+		archive_write_free(a); /* pads: not part of what we keep */
+		return bl_write_file(path, buf, header_end, 0644, NULL) == 0;
+	}
+	archive_write_close(a);
+	archive_write_free(a);
+	return bl_write_file(path, buf, used, 0644, NULL) == 0;
+}
+
+static unsigned long tree_digest(const char *dir)
+{
+	_cleanup_free_ char *cmd =
+	    bl_asprintf("find '%s' -printf '%%p %%m %%s %%y\\n' 2>/dev/null | cksum", dir);
+	FILE *f = popen(cmd, "r");
+	unsigned long v = 0;
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		pclose(f);
+	}
+	return v;
+}
+
+static int count_entries_in(const char *dir)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+	while (d && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+static int exec_sh(bl_sandbox *sb, const char *script)
+{
+	const char *const args[] = {"sh", "-c", script, NULL};
+	bl_process_options po = {.args = args};
+	bl_process *p = NULL;
+	bl_error_t err = BL_ERROR_INIT;
+	bl_exit ex = {.status = -1};
+	if (bl_sandbox_exec(sb, &po, &p, &err) == 0)
+		(void)bl_process_wait(p, &ex, &err);
+	bl_process_free(p);
+	return ex.status;
+}
+
+/*
+ * Finding 1 (cp). Attack: container root replaces /bin/tar in its writable
+ * layer, so `boxlite cp ID:/out DEST` (bl_sandbox_copy_out) receives the
+ * guest's archive: a device node (/dev/mem), .ssh/authorized_keys beside the
+ * named path, a symlink to /etc, a setuid file; then a header announcing a
+ * 10 GB file followed by an endless stream. Must hold: each copy refused
+ * with a clear error, the stream cut at the byte limit, nothing at all
+ * written into or beside DEST, the host's /etc unchanged, and a plain copy
+ * through the same path still works.
+ */
+static void test_cp_hostile_archive(void)
+{
+	SKIP_UNLESS_ENV();
+	_cleanup_free_ char *evil = bl_asprintf("%s/evil.tar", env.rootfs);
+	_cleanup_free_ char *big = bl_asprintf("%s/big.tar", env.rootfs);
+	_cleanup_free_ char *fake = bl_asprintf("%s/fake-tar.sh", env.rootfs);
+	static const char script[] =
+	    "#!/bin/sh\n"
+	    "case \"$(cat /mode 2>/dev/null)\" in\n"
+	    "big) cat /big.tar; exec dd if=/dev/zero bs=65536 count=163840 2>/dev/null ;;\n"
+	    "evil) exec cat /evil.tar ;;\n"
+	    "esac\n"
+	    "exec busybox tar \"$@\"\n";
+	CU_ASSERT_FATAL(write_tar(evil, true, 0));
+	CU_ASSERT_FATAL(write_tar(big, false, 10ll << 30));
+	CU_ASSERT_FATAL(bl_write_file(fake, script, strlen(script), 0755, NULL) == 0);
+	const char *const args[] = {"sh", "-c",
+				    "mkdir -p /out && echo fine > /out/ok.txt && rm -f /bin/tar && "
+				    "cat /fake-tar.sh > /bin/tar && chmod 755 /bin/tar && "
+				    "echo ready && sleep 600",
+				    NULL};
+	bl_sandbox_options o = sb_opts(args);
+	bl_error_t err = BL_ERROR_INIT;
+	bl_sandbox *sb = NULL;
+	CU_ASSERT_EQUAL_FATAL(bl_sandbox_create(&o, &sb, &err), 0);
+	bl_process *init = NULL;
+	CU_ASSERT_EQUAL_FATAL(bl_sandbox_start(sb, &init, &err), 0);
+	free(read_until(init, "ready\n"));
+	_cleanup_free_ char *dest = bl_asprintf("%s/cp-dest", env.dir);
+	CU_ASSERT_EQUAL_FATAL(mkdir(dest, 0755), 0);
+	unsigned long etc_before = tree_digest("/etc");
+	unsigned long dir_before = tree_digest(env.dir);
+
+	CU_ASSERT_EQUAL(exec_sh(sb, "echo evil > /mode"), 0);
+	int r = bl_sandbox_copy_out(sb, "/out", dest, &err);
+	printf("\n  hostile archive: %d %s\n", r, err.msg);
+	CU_ASSERT(r < 0);
+	CU_ASSERT_EQUAL(count_entries_in(dest), 0);
+
+	CU_ASSERT_EQUAL(exec_sh(sb, "echo big > /mode"), 0);
+	setenv("BOXLITE_COPY_MAX_BYTES", "4194304", 1);
+	err = (bl_error_t)BL_ERROR_INIT;
+	uint64_t t0 = bl_now_monotonic_ns();
+	r = bl_sandbox_copy_out(sb, "/out", dest, &err);
+	unsetenv("BOXLITE_COPY_MAX_BYTES");
+	printf("  10 GB stream: %d after %.1f s: %s\n", r,
+	       (double)(bl_now_monotonic_ns() - t0) / 1e9, err.msg);
+	CU_ASSERT(r < 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "cut off"));
+	CU_ASSERT_EQUAL(count_entries_in(dest), 0);
+	CU_ASSERT_EQUAL(tree_digest(env.dir), dir_before);
+	CU_ASSERT_EQUAL(tree_digest("/etc"), etc_before);
+
+	/* the real tar again: a plain copy works, in and out */
+	CU_ASSERT_EQUAL(exec_sh(sb, "rm /mode"), 0);
+	err = (bl_error_t)BL_ERROR_INIT;
+	CU_ASSERT_EQUAL(bl_sandbox_copy_out(sb, "/out", dest, &err), 0);
+	_cleanup_free_ char *ok = bl_asprintf("%s/out/ok.txt", dest);
+	_cleanup_free_ char *data = NULL;
+	CU_ASSERT_EQUAL(bl_read_file(ok, 100, &data, NULL, NULL), 0);
+	CU_ASSERT_STRING_EQUAL(data ? data : "", "fine\n");
+	CU_ASSERT_EQUAL(bl_sandbox_copy_in(sb, ok, "/tmp", &err), 0);
+	CU_ASSERT_EQUAL(exec_sh(sb, "test \"$(cat /tmp/ok.txt)\" = fine"), 0);
+	bl_process_free(init);
+	bl_sandbox_destroy(sb);
+	sb_assert_clean();
+	(void)bl_rm_rf(dest, NULL);
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
@@ -629,6 +807,7 @@ int main(void)
 	    {"virtiofsd_killed", test_virtiofsd_killed},
 	    {"qemu_killed", test_qemu_killed},
 	    {"console_flood_bounded", test_console_flood_bounded},
+	    {"cp_hostile_archive", test_cp_hostile_archive},
 	    {NULL, NULL},
 	};
 	signal(SIGPIPE, SIG_IGN);
