@@ -153,6 +153,16 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(TESTLIB_OBJ) $(LINK_LIBS) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
 
+# The CLI's option parser is tested on its own.
+$(BUILD)/tests/unit/test_cli: tests/unit/test_cli.c $(call obj,runtime/cli/options.c) $(TESTLIB_OBJ) \
+		$(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib -Iruntime/cli $(LDFLAGS) -o $@ $< \
+	  $(call obj,runtime/cli/options.c) $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# Reads the front ends' sources: they may include the public API only.
+$(BUILD)/tests/unit/test_public_api: CFLAGS += -DBL_SOURCE_DIR=\"$(CURDIR)\"
+
 # Agent unit tests reach the agent's internals (headers in agent/).
 $(BUILD)/tests/unit/test_agent_%: tests/unit/test_agent_%.c $(TESTLIB_OBJ) $(BUILD)/libblagent.a \
 		$(BUILD)/libblcommon.a | $(PROTO_H)
@@ -233,7 +243,8 @@ install: all
 	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
 	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 runtime/boxlite.h common/bl_error.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 runtime/boxlite.h runtime/boxlite_image.h common/bl_error.h \
+	  $(DESTDIR)$(PREFIX)/include/
 
 clean:
 	rm -rf $(BUILD)

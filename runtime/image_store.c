@@ -313,15 +313,12 @@ static int name_refs(const char *store, const char *key, const char *skip)
 
 /* ------------------------------------------------------------------ pins */
 
-#define PIN_GRACE_SEC 60
-
 unsigned bl_img_pins(const char *store, const char *key)
 {
 	_cleanup_free_ char *dir = bl_asprintf("%s/pins/%s", store, key);
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	struct dirent *de;
 	unsigned n = 0;
-	time_t now = time(NULL);
 	while (d && (de = readdir(d))) {
 		if (de->d_name[0] == '.')
 			continue;
@@ -330,9 +327,8 @@ unsigned bl_img_pins(const char *store, const char *key)
 		struct stat st, hs;
 		if (lstat(p, &st) < 0)
 			continue;
-		bool live = now - st.st_mtime < PIN_GRACE_SEC ||
-			    (bl_read_file(p, 4096, &holder, NULL, NULL) == 0 && holder[0] == '/' &&
-			     stat(holder, &hs) == 0);
+		bool live = bl_read_file(p, 4096, &holder, NULL, NULL) == 0 && holder[0] == '/' &&
+			    stat(holder, &hs) == 0;
 		if (live)
 			n++;
 		else
@@ -343,9 +339,10 @@ unsigned bl_img_pins(const char *store, const char *key)
 	return n;
 }
 
-int bl_image_pin(const char *rootfs, const char *holder, bl_error_t *err)
+int bl_image_pin(const char *rootfs, const char *holder_dir, bl_error_t *err)
 {
-	if (!rootfs || !holder || holder[0] != '/')
+	_cleanup_free_ char *holder = holder_dir ? realpath(holder_dir, NULL) : NULL;
+	if (!rootfs || !holder)
 		return 0;
 	_cleanup_free_ char *p = bl_strdup(rootfs);
 	size_t n = strlen(p);

@@ -3,8 +3,7 @@
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
-#include "cli_options.h"
-#include "monitor.h"
+#include "options.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -316,7 +316,9 @@ static void test_readonly_share(void)
 	bl_process *init = NULL;
 	bl_sandbox *sb = start(&o, &init);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(sb);
-	_cleanup_free_ char *share = bl_asprintf("%s/rootfs", bl_sandbox_dir(sb));
+	/* The built-in container's image view in the per-VM share. */
+	_cleanup_free_ char *share = bl_asprintf("%s/share/c0/rootfs", bl_sandbox_dir(sb));
+	_cleanup_free_ char *share_root = bl_asprintf("%s/share", bl_sandbox_dir(sb));
 	_cleanup_free_ char *x = bl_asprintf("%s/x", share);
 	_cleanup_free_ char *bb = bl_asprintf("%s/bin/busybox", share);
 	_cleanup_free_ char *etc = bl_asprintf("%s/etc/newdir", share);
@@ -336,8 +338,8 @@ static void test_readonly_share(void)
 	CU_ASSERT(mkdir(etc, 0755) < 0 && errno == EROFS);
 	CU_ASSERT(unlink(bb) < 0 && errno == EROFS);
 	CU_ASSERT(chmod(bb, 0777) < 0 && errno == EROFS);
-	/* The virtiofsd serving this sandbox serves the read-only view. */
-	CU_ASSERT(bl_test_count_procs(share) >= 1);
+	/* The virtiofsd serving this sandbox serves the share holding it. */
+	CU_ASSERT(bl_test_count_procs(share_root) >= 1);
 	/* The guest still reads the image through it. */
 	bl_error_t err = BL_ERROR_INIT;
 	bl_exit ex;

@@ -4,7 +4,9 @@
   proxy --port P --upstream U [--tamper] [--rate BYTES_PER_S] [--log FILE]
       HTTP reverse proxy to 127.0.0.1:U. --tamper flips one byte in the middle
       of every blob body (same length); --rate throttles bodies; --log appends
-      "METHOD PATH STATUS RANGE" per request.
+      "METHOD PATH STATUS RANGE" per request; --status429 N answers the first N
+      blob GETs 429 (Retry-After: 1); --redirect answers blob GETs 307 to the
+      upstream itself.
   token --port P --key KEY --cert CERT --issuer I --service S --user U --password W
       A Docker token server: GET /token with basic auth U:W answers a JWT
       (RS256, x5c = CERT) granting the scope asked; anything else is 401.
@@ -30,6 +32,8 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def proxy_handler(args):
+    state = {"429": 0}
+
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -37,6 +41,22 @@ def proxy_handler(args):
             pass
 
         def handle_any(self):
+            blob = "/blobs/sha256:" in self.path and self.command == "GET"
+            if blob and args.status429 > state["429"]:
+                state["429"] += 1
+                self.log_line(429)
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if blob and args.redirect:
+                self.log_line(307)
+                self.send_response(307)
+                self.send_header("Location", "http://127.0.0.1:%d%s" % (args.upstream, self.path))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
             up = http.client.HTTPConnection("127.0.0.1", args.upstream, timeout=60)
@@ -45,10 +65,7 @@ def proxy_handler(args):
             up.request(self.command, self.path, body=body, headers=headers)
             r = up.getresponse()
             data = r.read()
-            if args.log:
-                with open(args.log, "a") as f:
-                    f.write("%s %s %d %s\n" % (self.command, self.path, r.status,
-                                               self.headers.get("Range", "-")))
+            self.log_line(r.status)
             if args.tamper and "/blobs/" in self.path and r.status in (200, 206) and data:
                 b = bytearray(data)
                 b[len(b) // 2] ^= 0xFF
@@ -72,6 +89,12 @@ def proxy_handler(args):
                 self.wfile.write(data[i:i + chunk])
                 self.wfile.flush()
                 time.sleep(chunk / args.rate)
+
+        def log_line(self, status):
+            if args.log:
+                with open(args.log, "a") as f:
+                    f.write("%s %s %d %s\n" % (self.command, self.path, status,
+                                               self.headers.get("Range", "-")))
 
         do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
 
@@ -140,6 +163,8 @@ def main():
     ap.add_argument("--upstream", type=int)
     ap.add_argument("--tamper", action="store_true")
     ap.add_argument("--rate", type=int, default=0)
+    ap.add_argument("--status429", type=int, default=0)
+    ap.add_argument("--redirect", action="store_true")
     ap.add_argument("--log")
     ap.add_argument("--key")
     ap.add_argument("--cert")
