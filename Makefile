@@ -65,7 +65,7 @@ PROGRAMS += $(BUILD)/boxlite-agent $(BUILD)/initramfs.cpio $(BUILD)/vmlinux
 endif
 
 .PHONY: all help setup deps image test-images kernel check check-unit check-asan check-integration format format-check \
-        install clean fuzz bench tests
+        install clean fuzz bench tests soak
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) tests
@@ -80,6 +80,7 @@ help:
 	@echo "make install            install under DESTDIR/PREFIX"
 	@echo "make format|format-check  clang-format the sources / check they are"
 	@echo "make fuzz               build and run the libFuzzer targets (FUZZ_SECONDS=60)"
+	@echo "make soak               the long hostile soak: 50 sandboxes x 20 cycles (outside CI)"
 	@echo "make bench              benchmarks (figures beside their baselines)"
 
 deps:
@@ -184,6 +185,11 @@ $(BUILD)/tests/integration/test_escape: $(BUILD)/tests/escape-probe
 check: all image test-images
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
 	tests/run-tests.sh $(BUILD)
+
+# The long soak (outside CI): 50 sandboxes x 20 cycles of hostile workloads.
+soak: all
+	BL_SOAK_SANDBOXES=$${BL_SOAK_SANDBOXES:-50} BL_SOAK_CYCLES=$${BL_SOAK_CYCLES:-20} \
+	  BOXLITE_BUILD=$(abspath $(BUILD)) $(BUILD)/tests/integration/test_soak
 
 check-unit: tests
 	tests/run-tests.sh --unit-only $(BUILD)

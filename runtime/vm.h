@@ -38,7 +38,6 @@ typedef struct bl_vm_share {
 #define BL_VM_CONSOLE_MAX (1u << 20)
 size_t bl_vm_console_max(void);
 
-
 typedef struct bl_vm_config {
 	const char *name;	   /* domain name, unique on the connection */
 	const char *kernel;	   /* uncompressed vmlinux (PVH entry) */
