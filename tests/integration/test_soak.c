@@ -26,11 +26,12 @@ struct workload {
 };
 
 static const struct workload workloads[] = {
-    {"fork-bomb", "b() { b & b & }; b; sleep 1; echo survived", 20},
-    {"memory-bomb", "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done", 40},
-    {"disk-fill", "dd if=/dev/zero of=/tmp/fill bs=65536 2>/dev/null; echo filled", 40},
-    {"cpu-spin", "while :; do :; done", 6},
-    {"output-flood", "yes boxlite-soak-flood | head -c 33554432", 120},
+    {"fork-bomb", "b() { b & b & }; b; sleep 1; echo survived", 90},
+    {"memory-bomb", "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done", 90},
+    {"disk-fill", "dd if=/dev/zero of=/tmp/fill bs=65536 2>/dev/null; echo filled", 90},
+    /* the deadline (from create, boot included) ends it */
+    {"cpu-spin", "while :; do :; done", 40},
+    {"output-flood", "yes boxlite-soak-flood | head -c 33554432", 240},
 };
 #define N_WORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 
@@ -43,7 +44,7 @@ struct worker {
 };
 
 /* One sandbox through one workload; true when it ended (any exit status,
- * OOM or deadline: all are the limits doing their job). */
+ * the OOM kill or the deadline: all are the limits doing their job). */
 static bool run_workload(const struct workload *w, char *why, size_t why_len)
 {
 	const char *const args[] = {"sh", "-c", w->script, NULL};
@@ -69,7 +70,7 @@ static bool run_workload(const struct workload *w, char *why, size_t why_len)
 			total += (size_t)n;
 		bl_exit ex = {0};
 		int r = bl_process_wait(p, &ex, &err);
-		ended = r == 0 || r == -BL_ETIMEOUT;
+		ended = r == 0 || r == -BL_ETIMEOUT || r == -BL_EOOM;
 		if (!ended)
 			snprintf(why, why_len, "wait: %s", err.msg);
 		if (!strcmp(w->name, "output-flood") && r == 0 && total != 33554432) {

@@ -165,9 +165,12 @@ static void test_oci_args(void)
 /* Default-deny (like Docker's own JSON): only what is listed runs. */
 static void test_oci_default_errno(void)
 {
-	const char *json = "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"defaultErrnoRet\": 38,"
-			   " \"syscalls\": [{\"names\": [\"exit_group\", \"exit\", \"getpid\"],"
-			   "                 \"action\": \"SCMP_ACT_ALLOW\"}]}";
+	const char *json =
+	    "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"defaultErrnoRet\": 38,"
+	    " \"syscalls\": [{\"names\": [\"exit_group\", \"exit\", \"getpid\", \"gettid\", "
+	    "\"write\", \"mmap\", \"munmap\", \"mprotect\", \"madvise\", \"brk\", \"futex\", "
+	    "\"rt_sigprocmask\", \"rt_sigaction\", \"sigaltstack\", \"prctl\", \"sched_yield\"],"
+	    "                 \"action\": \"SCMP_ACT_ALLOW\"}]}";
 	agent_seccomp s = {0};
 	bl_error_t err = BL_ERROR_INIT;
 	CU_ASSERT_EQUAL_FATAL(compile_json(json, &s, &err), 0);
