@@ -402,6 +402,75 @@ static void test_vm_death(void)
 	sb_assert_clean();
 }
 
+struct par {
+	bl_sandbox *sb;
+	const char *root, *spec;
+	char id[16];
+	bl_container *c;
+	bl_process *init;
+	char *out;
+	int r;
+};
+
+static void *create_main(void *arg)
+{
+	struct par *p = arg;
+	bl_error_t err = BL_ERROR_INIT;
+	p->c = create(p->sb, p->id, p->root, p->spec, &err);
+	p->r = p->c ? bl_container_start(p->c, &p->init, &err) : -1;
+	if (p->r == 0) {
+		int st;
+		const char *const argv[] = {"sh", "-c", "hostname; cat /marker", NULL};
+		p->out = run_in(p->c, argv, &st);
+	}
+	if (p->r < 0)
+		printf("\n  %s: %s\n", p->id, err.msg);
+	return NULL;
+}
+
+static void *delete_main(void *arg)
+{
+	struct par *p = arg;
+	bl_error_t err = BL_ERROR_INIT;
+	bl_process_free(p->init);
+	p->r = bl_container_delete(p->c, &err);
+	return NULL;
+}
+
+/* A pod's containers may be created, used and deleted at the same time. */
+static void test_concurrent(void)
+{
+	SKIP_UNLESS_ENV();
+	_cleanup_free_ char *root = make_rootfs("par");
+	bl_sandbox *sb = bare_sandbox();
+	_cleanup_free_ char *spec = spec_with(init_loop, NULL);
+	struct par ps[4];
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++) {
+		ps[i] = (struct par){.sb = sb, .root = root, .spec = spec};
+		snprintf(ps[i].id, sizeof(ps[i].id), "par%d", i);
+		CU_ASSERT_FATAL(pthread_create(&t[i], NULL, create_main, &ps[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 4; i++) {
+		CU_ASSERT_EQUAL(ps[i].r, 0);
+		CU_ASSERT(ps[i].out && !strcmp(ps[i].out, "ctr\npar"));
+		free(ps[i].out);
+	}
+	for (int i = 0; i < 4; i++)
+		if (ps[i].c)
+			CU_ASSERT_FATAL(pthread_create(&t[i], NULL, delete_main, &ps[i]) == 0);
+	for (int i = 0; i < 4; i++)
+		if (ps[i].c) {
+			pthread_join(t[i], NULL);
+			CU_ASSERT_EQUAL(ps[i].r, 0);
+		}
+	CU_ASSERT_PTR_NULL(bl_sandbox_find_container(sb, "par0"));
+	bl_sandbox_destroy(sb);
+	sb_assert_clean();
+}
+
 /* The CLI path: a non-bare sandbox's built-in container is reachable as a
  * container too. */
 static void test_main_container(void)
@@ -426,6 +495,15 @@ static void test_main_container(void)
 	char ver[64] = "";
 	CU_ASSERT_EQUAL(bl_sandbox_ping(sb, ver, sizeof(ver), &err), 0);
 	CU_ASSERT(ver[0] != '\0');
+	/* The whole VM suspended and resumed: the guest carries on. */
+	CU_ASSERT(!bl_sandbox_suspended(sb));
+	CU_ASSERT_EQUAL(bl_sandbox_suspend(sb, &err), 0);
+	CU_ASSERT(bl_sandbox_suspended(sb));
+	CU_ASSERT(bl_sandbox_alive(sb));
+	CU_ASSERT_EQUAL(bl_sandbox_resume(sb, &err), 0);
+	CU_ASSERT(!bl_sandbox_suspended(sb));
+	_cleanup_free_ char *out2 = run_in(m, ls, &st);
+	CU_ASSERT_STRING_EQUAL(out2, "/bin/busybox\n");
 	bl_process_free(init);
 	bl_sandbox_destroy(sb);
 	sb_assert_clean();
@@ -437,6 +515,7 @@ int main(void)
 	    {"two containers in one VM", test_two_containers},
 	    {"bind mounts, read-only root, unsupported specs", test_binds_and_errors},
 	    {"the VM dies under a waiting caller", test_vm_death},
+	    {"containers created and deleted concurrently", test_concurrent},
 	    {"the built-in container", test_main_container},
 	    {NULL, NULL},
 	};
