@@ -219,6 +219,7 @@ static void container_free(bl_container *c)
 	share_remove(c);
 	bl_image_defaults_clear(&c->own_img);
 	bl_strv_free(c->annotations);
+	free(c->process_json);
 	free(c);
 }
 
@@ -452,6 +453,7 @@ static int create_in(bl_container *c, const bl_container_options *o, bl_error_t 
 			c->annotations = steal_pointer(&oci.annotations);
 			c->own_img = oci.proc;
 			oci.proc = (bl_image_defaults){0};
+			c->process_json = steal_pointer(&oci.process_json);
 			shares = oci.cpu_shares;
 		}
 	} else {

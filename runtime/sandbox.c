@@ -808,3 +808,34 @@ int bl_host_info_get(bl_host_info *ret, bl_error_t *err)
 	snprintf(ret->caps_cache_dir, sizeof(ret->caps_cache_dir), "%s", bl_vm_caps_cache_dir());
 	return 0;
 }
+
+/* ------------------------------------------------------------ suspend */
+
+static int suspend_vm(bl_sandbox *sb, bool suspend, bl_error_t *err)
+{
+	if (!sb->owned)
+		return bl_set_error(err, BL_ESTATE, "only the owner suspends the VM");
+	pthread_mutex_lock(&sb->kill_lock);
+	int r = sb->vm ? bl_vm_suspend(sb->vm, suspend, err)
+		       : bl_set_error(err, BL_ESTATE, "the VM is not running");
+	pthread_mutex_unlock(&sb->kill_lock);
+	return bl_sandbox_map_error(sb, r, err);
+}
+
+int bl_sandbox_suspend(bl_sandbox *sb, bl_error_t *err)
+{
+	return suspend_vm(sb, true, err);
+}
+
+int bl_sandbox_resume(bl_sandbox *sb, bl_error_t *err)
+{
+	return suspend_vm(sb, false, err);
+}
+
+bool bl_sandbox_suspended(bl_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->kill_lock);
+	bool s = sb->owned && sb->vm && bl_vm_is_suspended(sb->vm);
+	pthread_mutex_unlock(&sb->kill_lock);
+	return s;
+}

@@ -34,6 +34,7 @@ struct bl_container {
 	const bl_image_defaults *img;
 	const bl_spec_process *layer;
 	char **annotations; /* key, value, ..., NULL */
+	char *process_json; /* the spec's process (exec_opts' base), or NULL */
 	bool tty, stdin_open;
 	bool started, paused, stopped;
 	/* The guest was told about the share directory: its entries stay until
