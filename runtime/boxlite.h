@@ -225,10 +225,11 @@ typedef struct bl_container_options {
 	 * a stdin pipe (else /dev/null). */
 	bool tty;
 	bool stdin_open;
-	/* Accept (and do not apply) seccomp, AppArmor and SELinux settings
-	 * (process.apparmorProfile, process.selinuxLabel, linux.seccomp,
-	 * linux.mountLabel): the VM is the isolation boundary. false: they are
-	 * BL_EUNSUPPORTED. */
+	/* Accept AppArmor and SELinux settings (process.apparmorProfile,
+	 * process.selinuxLabel, linux.mountLabel) without applying them (the VM
+	 * is the isolation boundary), and linux.seccomp, which the guest agent
+	 * applies in place of its Docker-like default profile (a spec without
+	 * it gets that default). false: they are BL_EUNSUPPORTED. */
 	bool ignore_lsm;
 	/* Accept (and do not run) OCI hooks; false: BL_EUNSUPPORTED. */
 	bool ignore_hooks;
