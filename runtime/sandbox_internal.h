@@ -34,6 +34,7 @@ struct bl_container {
 	const bl_image_defaults *img;
 	const bl_spec_process *layer;
 	char **annotations; /* key, value, ..., NULL */
+	char *process_json; /* the spec's process (exec_opts' base), or NULL */
 	bool tty, stdin_open;
 	bool started, paused, stopped;
 	/* The guest was told about the share directory: its entries stay until
@@ -52,6 +53,7 @@ struct bl_sandbox {
 	bl_agent *agent;
 	char *image;
 	char *rootfs;
+	int rootfs_fd;	       /* O_PATH of rootfs until the share is bound, else -1 */
 	char *share;	       /* dir/BL_SHARE_DIR while mounted */
 	bl_image_defaults img; /* what exec inherits (image + sandbox layer) */
 	bl_spec_process layer; /* the sandbox options' process layer */

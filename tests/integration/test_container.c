@@ -307,6 +307,36 @@ static void test_binds_and_errors(void)
 	_cleanup_free_ char *o6 = run_in(r, touch, &st);
 	CU_ASSERT_NOT_EQUAL(st, 0);
 
+	/* user, rlimits, capabilities, noNewPrivileges from the spec; exec
+	 * inherits the user. */
+	_cleanup_free_ char *user_spec = bl_asprintf(
+	    "{\"ociVersion\":\"1.0.2\",\"process\":{\"user\":{\"uid\":65534,\"gid\":65534},"
+	    "\"args\":%s,\"env\":[\"PATH=/bin\"],\"cwd\":\"/tmp\",\"rlimits\":[{\"type\":"
+	    "\"RLIMIT_NOFILE\",\"hard\":77,\"soft\":77}],\"capabilities\":{\"bounding\":["
+	    "\"CAP_KILL\"],\"effective\":[],\"permitted\":[]},\"noNewPrivileges\":true},"
+	    "\"root\":{\"path\":\"rootfs\"}}",
+	    init_loop);
+	bl_container *u = create(sb, "user", root, user_spec, &err);
+	if (!u)
+		printf("\n  create user: %s\n", err.msg);
+	CU_ASSERT_FATAL(u != NULL);
+	bl_process *ui = NULL;
+	CU_ASSERT_EQUAL_FATAL(bl_container_start(u, &ui, &err), 0);
+	const char *const who[] = {
+	    "sh", "-c",
+	    "exec 2>&1; id -u; ulimit -n; pwd; busybox grep -E '^(CapBnd|NoNewPrivs)' "
+	    "/proc/self/status; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/1/status; "
+	    "busybox grep 'open files' /proc/1/limits | busybox tr -s ' '",
+	    NULL};
+	_cleanup_free_ char *wo = run_in(u, who, &st);
+	const char *want =
+	    "65534\n77\n/tmp\nCapBnd:\t0000000000000020\nNoNewPrivs:\t1\n"
+	    "CapBnd:\t0000000000000020\nNoNewPrivs:\t1\nMax open files 77 77 files \n";
+	CU_ASSERT_STRING_EQUAL(wo, want);
+	if (strcmp(wo, want))
+		printf("\n  got: %s\n", wo);
+	bl_process_free(ui);
+
 	/* What the VM cannot honour: clear errors, nothing left on the host. */
 	static const struct {
 		const char *extra;
@@ -345,7 +375,7 @@ static void test_binds_and_errors(void)
 	struct dirent *de;
 	while (d && (de = readdir(d)))
 		entries += de->d_name[0] != '.';
-	CU_ASSERT_EQUAL(entries, 2);
+	CU_ASSERT_EQUAL(entries, 3);
 
 	/* Delete releases the bind mounts too. */
 	_cleanup_free_ char *share_m = bl_asprintf("%s/share/c0/m0", bl_sandbox_dir(sb));
