@@ -825,6 +825,85 @@ static void test_cp_hostile_archive(void)
 	(void)bl_rm_rf(dest, NULL);
 }
 
+/*
+ * Finding 8, the OCI door (the shim's containers bring their own profile):
+ * a container created from a spec whose linux.seccomp refuses mkdir with
+ * EACCES (errno 13), as a shim would pass it (ignore_lsm). Must hold: mkdir
+ * fails in that container, other calls work, and a spec without
+ * linux.seccomp still gets the default (unshare -U refused).
+ */
+#define SPEC_FMT                                                       \
+	"{\"ociVersion\":\"1.0.2\",\"process\":{\"terminal\":false,"   \
+	"\"user\":{\"uid\":0,\"gid\":0},\"args\":[\"sleep\",\"600\"]," \
+	"\"env\":[\"PATH=/bin\"],\"cwd\":\"/\"},"                      \
+	"\"root\":{\"path\":\"rootfs\",\"readonly\":false}%s}"
+
+static void test_spec_seccomp(void)
+{
+	SKIP_UNLESS_ENV();
+	bl_sandbox_options o = sb_opts(NULL);
+	o.rootfs = NULL;
+	o.bare = true;
+	bl_sandbox *sb = NULL;
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_EQUAL_FATAL(bl_sandbox_create(&o, &sb, &err), 0);
+	_cleanup_free_ char *with =
+	    bl_asprintf(SPEC_FMT, ",\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\","
+				  "\"syscalls\":[{\"names\":[\"mkdir\",\"mkdirat\"],"
+				  "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":13}]}}");
+	_cleanup_free_ char *without = bl_asprintf(SPEC_FMT, "");
+	bl_container_options co = {.id = "own",
+				   .rootfs = env.rootfs,
+				   .spec_json = with,
+				   .disk_mib = 8,
+				   .ignore_lsm = true};
+	bl_container *c1 = NULL, *c2 = NULL;
+	int r = bl_container_create(sb, &co, &c1, &err);
+	if (r < 0)
+		printf("\n  create: %s\n", err.msg);
+	CU_ASSERT_EQUAL_FATAL(r, 0);
+	co = (bl_container_options){
+	    .id = "dflt", .rootfs = env.rootfs, .spec_json = without, .disk_mib = 8};
+	CU_ASSERT_EQUAL_FATAL(bl_container_create(sb, &co, &c2, &err), 0);
+	bl_process *i1 = NULL, *i2 = NULL;
+	CU_ASSERT_EQUAL(bl_container_start(c1, &i1, &err), 0);
+	CU_ASSERT_EQUAL(bl_container_start(c2, &i2, &err), 0);
+	const char *const mk[] = {"sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?", NULL};
+	const char *const us[] = {"probe", "syscalls", NULL};
+	bl_process_options po = {.args = mk};
+	bl_process *p = NULL;
+	_cleanup_free_ char *out1 = NULL, *out2 = NULL, *out3 = NULL;
+	if (bl_container_exec_opts(c1, NULL, &po, &p, &err) == 0) {
+		out1 = sb_read_all(p, 1);
+		bl_exit ex;
+		(void)bl_process_wait(p, &ex, &err);
+		bl_process_free(p);
+	}
+	if (bl_container_exec_opts(c2, NULL, &po, &p, &err) == 0) {
+		out2 = sb_read_all(p, 1);
+		bl_exit ex;
+		(void)bl_process_wait(p, &ex, &err);
+		bl_process_free(p);
+	}
+	po.args = us;
+	if (bl_container_exec_opts(c2, NULL, &po, &p, &err) == 0) {
+		out3 = sb_read_all(p, 1);
+		bl_exit ex;
+		(void)bl_process_wait(p, &ex, &err);
+		bl_process_free(p);
+	}
+	printf("\n  own profile: %s  default: %s", out1 ? out1 : "?", out2 ? out2 : "?");
+	CU_ASSERT(out1 && strstr(out1, "rc=1") && strstr(out1, "ermission denied"));
+	CU_ASSERT(out2 && strstr(out2, "rc=0"));
+	CU_ASSERT(out3 && strstr(out3, "unshare_user=EPERM"));
+	bl_process_free(i1);
+	bl_process_free(i2);
+	(void)bl_container_delete(c1, &err);
+	(void)bl_container_delete(c2, &err);
+	bl_sandbox_destroy(sb);
+	sb_assert_clean();
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
@@ -838,6 +917,7 @@ int main(void)
 	    {"qemu_killed", test_qemu_killed},
 	    {"console_flood_bounded", test_console_flood_bounded},
 	    {"cp_hostile_archive", test_cp_hostile_archive},
+	    {"spec_seccomp", test_spec_seccomp},
 	    {NULL, NULL},
 	};
 	signal(SIGPIPE, SIG_IGN);
