@@ -30,6 +30,7 @@ for py in "$@"; do
 	fi
 	# --no-index: nothing is fetched; --no-deps: there are none.
 	# shellcheck disable=SC2086
-	"$py" -m pip install --no-index --no-deps --disable-pip-version-check -q --force-reinstall $flags "$SRC"
+	"$py" -m pip install --no-index --no-deps --disable-pip-version-check --root-user-action=ignore -q \
+		--force-reinstall $flags "$SRC"
 	echo "sdk: installed boxlite into $py ($("$py" -c 'import boxlite, os; print(os.path.dirname(boxlite.__file__))' 2>/dev/null))"
 done
