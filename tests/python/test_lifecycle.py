@@ -108,6 +108,9 @@ def test_ctrl_c_and_sigterm_leave_nothing(opts, state_dir, sig):
             p.kill()
             p.wait()
     assert_clean(state_dir)
+    # Nor the process's libvirt root (its sockets, QEMU's runtime files).
+    run_dir = os.environ.get("BOXLITE_RUN_DIR") or "/run/boxlite"
+    assert not os.path.exists(os.path.join(run_dir, "libvirt", str(p.pid)))
 
 
 def test_garbage_collected_box_is_destroyed_with_warning(opts, state_dir):
