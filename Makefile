@@ -24,7 +24,7 @@ ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined
 OPT      := -O1 -fno-omit-frame-pointer $(SANFLAGS) -fno-sanitize-recover=undefined
 endif
-PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap
+PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap libcrypto libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   ?=
@@ -141,8 +141,8 @@ $(BUILD)/boxlite-agent: $(call obj,agent/main.c) $(BUILD)/libblagent.a $(BUILD)/
 $(BUILD)/initramfs.cpio: $(BUILD)/boxlite-agent packaging/mkinitramfs.sh
 	packaging/mkinitramfs.sh $(BUILD)/boxlite-agent $@
 
-$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh
-	guest-kernel-config/build.sh $@
+$(BUILD)/vmlinux: guest-kernel-config/boxlite.config guest-kernel-config/build.sh guest-kernel-config/progress.sh
+	guest-kernel-config/progress.sh $@
 
 kernel: $(BUILD)/vmlinux
 
@@ -152,6 +152,16 @@ tests: $(UNIT_BIN) $(if $(filter 1,$(SAN)),,$(INTEG_BIN))
 $(BUILD)/tests/unit/%: tests/unit/%.c $(TESTLIB_OBJ) $(LINK_LIBS) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# The CLI's option parser is tested on its own.
+$(BUILD)/tests/unit/test_cli: tests/unit/test_cli.c $(call obj,runtime/cli/options.c) $(TESTLIB_OBJ) \
+		$(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib -Iruntime/cli $(LDFLAGS) -o $@ $< \
+	  $(call obj,runtime/cli/options.c) $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# Reads the front ends' sources: they may include the public API only.
+$(BUILD)/tests/unit/test_public_api: CFLAGS += -DBL_SOURCE_DIR=\"$(CURDIR)\"
 
 # Agent unit tests reach the agent's internals (headers in agent/).
 $(BUILD)/tests/unit/test_agent_%: tests/unit/test_agent_%.c $(TESTLIB_OBJ) $(BUILD)/libblagent.a \
@@ -163,6 +173,13 @@ $(BUILD)/tests/unit/test_agent_%: tests/unit/test_agent_%.c $(TESTLIB_OBJ) $(BUI
 $(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_OBJ) $(LINK_LIBS) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# A static probe the escape suite runs inside sandboxes (tests/escape/).
+$(BUILD)/tests/escape-probe: tests/escape/probe.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu17 -O2 -static -Wall -Wextra -Werror -o $@ $<
+
+$(BUILD)/tests/integration/test_escape: $(BUILD)/tests/escape-probe
 
 check: all image test-images
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
@@ -217,7 +234,8 @@ install: all
 	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
 	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 runtime/boxlite.h common/bl_error.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 runtime/boxlite.h runtime/boxlite_image.h common/bl_error.h \
+	  $(DESTDIR)$(PREFIX)/include/
 
 clean:
 	rm -rf $(BUILD)

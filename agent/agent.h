@@ -3,10 +3,13 @@
 
 #include <stddef.h>
 
-#define AGENT_PORT_NAME	   "org.boxlite.agent"
-#define AGENT_PREAMBLE	   "BOXLITE-AGENT 1\n"
-#define AGENT_PREAMBLE_LEN 16
-#define AGENT_VSOCK_PORT   1024
+#include "bl_agent_proto.h"
+
+/* The contract lives in common/bl_agent_proto.h. */
+#define AGENT_PORT_NAME	   BL_AGENT_PORT_NAME
+#define AGENT_PREAMBLE	   BL_AGENT_PREAMBLE
+#define AGENT_PREAMBLE_LEN BL_AGENT_PREAMBLE_LEN
+#define AGENT_VSOCK_PORT   BL_AGENT_VSOCK_PORT
 
 /* Never returns: syncs and reboots the guest (the VM then ends). */
 __attribute__((noreturn)) void agent_reboot(const char *why);

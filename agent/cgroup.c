@@ -208,5 +208,83 @@ int agent_cgroup_stats_read(const char *id, agent_cgroup_stats *ret, bl_error_t 
 	ret->pids_max = cg_value(dir, "pids.max");
 	ret->cpu_usage_usec = cg_keyed(dir, "cpu.stat", "usage_usec");
 	ret->oom_kills = cg_keyed(dir, "memory.events", "oom_kill");
+	ret->memory_anon = cg_keyed(dir, "memory.stat", "anon");
+	ret->memory_file = cg_keyed(dir, "memory.stat", "file");
+	ret->cpu_user_usec = cg_keyed(dir, "cpu.stat", "user_usec");
+	ret->cpu_system_usec = cg_keyed(dir, "cpu.stat", "system_usec");
+	ret->cpu_nr_periods = cg_keyed(dir, "cpu.stat", "nr_periods");
+	ret->cpu_nr_throttled = cg_keyed(dir, "cpu.stat", "nr_throttled");
+	ret->cpu_throttled_usec = cg_keyed(dir, "cpu.stat", "throttled_usec");
+	ret->events_low = cg_keyed(dir, "memory.events", "low");
+	ret->events_high = cg_keyed(dir, "memory.events", "high");
+	ret->events_max = cg_keyed(dir, "memory.events", "max");
+	ret->events_oom = cg_keyed(dir, "memory.events", "oom");
 	return 0;
+}
+
+int agent_cgroup_freeze(const char *id, bool frozen, uint64_t deadline_ns, bl_error_t *err)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/%s", AGENT_CGROUP_BASE, id);
+	int r = cg_write(dir, "cgroup.freeze", frozen ? "1" : "0", err);
+	if (r < 0)
+		return r;
+	uint64_t now = bl_now_monotonic_ns();
+	if (!deadline_ns || deadline_ns > now + 10000000000ull)
+		deadline_ns = now + 10000000000ull;
+	/* cgroup.events says "frozen 1" once every task stopped. */
+	while (cg_keyed(dir, "cgroup.events", "frozen") != (frozen ? 1u : 0u)) {
+		if (bl_now_monotonic_ns() >= deadline_ns)
+			return bl_set_error(err, BL_ETIMEOUT, "cgroup %s: not %s in time", id,
+					    frozen ? "frozen" : "thawed");
+		usleep(2000);
+	}
+	return 0;
+}
+
+int agent_cgroup_update(const char *id, const agent_cgroup_limits *lim, bl_error_t *err)
+{
+	char dir[PATH_MAX], val[64];
+	snprintf(dir, sizeof(dir), "%s/%s", AGENT_CGROUP_BASE, id);
+	if (access(dir, F_OK) < 0)
+		return bl_set_error(err, BL_ENOTFOUND, "cgroup %s: %s", id, strerror(errno));
+	if ((lim->cpu_period > 1000000) || (lim->cpu_period > 0 && lim->cpu_period < 1000) ||
+	    lim->cpu_weight > 10000 || (lim->cpu_quota > 0 && lim->cpu_quota < 1000))
+		return bl_set_error(err, BL_EINVAL, "cpu limits out of range");
+	int r = 0;
+	if (lim->memory_limit >= 0) {
+		if (lim->memory_limit)
+			snprintf(val, sizeof(val), "%" PRId64, lim->memory_limit);
+		else
+			snprintf(val, sizeof(val), "max");
+		r = cg_write(dir, "memory.max", val, err);
+	}
+	if (r == 0 && lim->pids_limit >= 0) {
+		if (lim->pids_limit)
+			snprintf(val, sizeof(val), "%" PRId64, lim->pids_limit);
+		else
+			snprintf(val, sizeof(val), "max");
+		r = cg_write(dir, "pids.max", val, err);
+	}
+	if (r == 0 && (lim->cpu_quota >= 0 || lim->cpu_period >= 0)) {
+		/* Keep what is not given: cpu.max is "QUOTA|max PERIOD". */
+		char cur[64] = "max 100000", q[32];
+		(void)cg_read_small(dir, "cpu.max", cur, sizeof(cur));
+		uint64_t period = 100000;
+		if (sscanf(cur, "%31s %" SCNu64, q, &period) < 1)
+			snprintf(q, sizeof(q), "max");
+		if (lim->cpu_period >= 0)
+			period = lim->cpu_period ? (uint64_t)lim->cpu_period : 100000;
+		if (lim->cpu_quota > 0)
+			snprintf(q, sizeof(q), "%" PRId64, lim->cpu_quota);
+		else if (lim->cpu_quota == 0)
+			snprintf(q, sizeof(q), "max");
+		snprintf(val, sizeof(val), "%s %" PRIu64, q, period);
+		r = cg_write(dir, "cpu.max", val, err);
+	}
+	if (r == 0 && lim->cpu_weight >= 0) {
+		snprintf(val, sizeof(val), "%" PRId64, lim->cpu_weight ? lim->cpu_weight : 100);
+		r = cg_write(dir, "cpu.weight", val, err);
+	}
+	return r;
 }

@@ -1,4 +1,5 @@
 #include "container.h"
+#include "binds.h"
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
@@ -110,6 +111,15 @@ static int create_locked(const char *id, const char *spec_json, size_t spec_len,
 	r = agent_rootfs_mount(id, rootfs, &c->rootfs, err);
 	if (r < 0)
 		return bl_error_prefix(err, "rootfs");
+	if (c->spec->n_binds) {
+		_cleanup_free_ char *share =
+		    bl_asprintf("%s/%s", AGENT_SHARES_DIR, rootfs->share_tag);
+		r = agent_binds_mount(share, c->rootfs, c->spec->binds, c->spec->n_binds, err);
+		if (r < 0) {
+			(void)agent_rootfs_unmount(id, NULL);
+			return r;
+		}
+	}
 	r = agent_cgroup_create(id, c->spec, &c->cgroup_fd, err);
 	if (r < 0) {
 		(void)agent_rootfs_unmount(id, NULL);

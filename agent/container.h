@@ -16,7 +16,7 @@
 #include "spec.h"
 #include "validate.h"
 
-#define AGENT_MAX_CONTAINERS 64
+#define AGENT_MAX_CONTAINERS BL_AGENT_MAX_CONTAINERS
 #define AGENT_MAX_PROCESSES  1024 /* per container, exited ones included */
 
 typedef struct agent_container agent_container;

@@ -8,6 +8,7 @@
 #include <linux/close_range.h>
 #include <linux/sched.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -87,12 +88,6 @@ static int agent_pidns_fd = -1;
 static int agent_exe_fd = -1; /* this binary, for the built-in pause */
 static int cap_last = 40;
 
-/* The stack of the CLONE_VM child: one spawn at a time (CLONE_VFORK keeps the
- * parent until the child has exec'd or died). */
-#define CHILD_STACK_SIZE (256u * 1024)
-static pthread_mutex_t child_stack_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t child_stack[CHILD_STACK_SIZE] __attribute__((aligned(64)));
-
 int agent_launch_init(bl_error_t *err)
 {
 	agent_pidns_fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
@@ -103,6 +98,11 @@ int agent_launch_init(bl_error_t *err)
 	agent_exe_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
 	if (agent_exe_fd < 0)
 		return bl_set_error_errno(err, errno, "open /proc/self/exe");
+	/* Not dumpable: no process of a container (whatever its uid and
+	 * capabilities) may ptrace the agent or open its /proc/PID/mem, and the
+	 * children inherit that until their execve resets it. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return bl_set_error_errno(err, errno, "prctl(PR_SET_DUMPABLE)");
 	_cleanup_free_ char *s = NULL;
 	if (bl_read_file("/proc/sys/kernel/cap_last_cap", 32, &s, NULL, NULL) == 0)
 		cap_last = atoi(s);
@@ -384,11 +384,6 @@ static void child_oom_score(int adj)
 	close(fd);
 }
 
-struct child_args {
-	const agent_launch *l;
-	int errfd;
-};
-
 __attribute__((noreturn)) static void child_main(const agent_launch *l, int errfd)
 {
 	sigset_t all;
@@ -417,60 +412,20 @@ __attribute__((noreturn)) static void child_main(const agent_launch *l, int errf
 	_exit(127);
 }
 
-static int child_entry(void *arg)
-{
-	const struct child_args *ca = arg;
-	child_main(ca->l, ca->errfd);
-}
-
 /* ----------------------------------------------------------- parent side */
 
 /*
- * clone3 onto a new stack, running fn(arg) in the child. The child shares the
- * agent's memory (CLONE_VM) until it execs: no page-table copy, no
- * copy-on-write faults in the agent's threads afterwards (each costs dearly
- * under TCG), the way posix_spawn works.
+ * A real clone3 (a fork: no CLONE_VM, no CLONE_VFORK). The child takes the
+ * container's credentials in its own copy of the agent's memory, so nothing
+ * it can be made to do (or have written into it through /proc/PID/mem before
+ * its execve) reaches PID 1; the agent is non-dumpable, and so is the child
+ * until execve. The parent returns at once: a child stopped before its exec
+ * holds no lock of the agent (agent_launch_finish waits for it with a
+ * deadline, outside every lock).
  */
-static long clone3_call(struct clone_args *args, int (*fn)(void *), void *arg)
-{
-#if defined(__x86_64__)
-	long ret;
-	register int (*r12)(void *) __asm__("r12") = fn;
-	register void *r13 __asm__("r13") = arg;
-	__asm__ volatile("syscall\n\t"
-			 "test %%rax, %%rax\n\t"
-			 "jnz 1f\n\t"
-			 "xor %%ebp, %%ebp\n\t"
-			 "mov %%r13, %%rdi\n\t"
-			 "call *%%r12\n\t"
-			 "mov %%eax, %%edi\n\t"
-			 "mov %[exit_nr], %%eax\n\t"
-			 "syscall\n\t"
-			 "hlt\n"
-			 "1:"
-			 : "=a"(ret)
-			 : "a"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(r12),
-			   "r"(r13), [exit_nr] "i"(SYS_exit)
-			 : "rcx", "r11", "memory");
-	if (ret < 0) {
-		errno = (int)-ret;
-		return -1;
-	}
-	return ret;
-#else
-	/* No trampoline for this architecture: a plain (copying) clone. */
-	args->flags &= ~(uint64_t)(CLONE_VM | CLONE_VFORK);
-	args->stack = args->stack_size = 0;
-	long pid = syscall(SYS_clone3, args, sizeof(*args));
-	if (pid == 0)
-		_exit(fn(arg));
-	return pid;
-#endif
-}
-
 static pid_t do_clone3(const agent_launch *l, int errfd, int *pidfd)
 {
-	uint64_t flags = CLONE_PIDFD | CLONE_INTO_CGROUP | CLONE_VM | CLONE_VFORK;
+	uint64_t flags = CLONE_PIDFD | CLONE_INTO_CGROUP;
 	if (l->is_init)
 		flags |= CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
 			 CLONE_NEWCGROUP | (l->new_netns ? CLONE_NEWNET : 0);
@@ -478,17 +433,12 @@ static pid_t do_clone3(const agent_launch *l, int errfd, int *pidfd)
 	    .flags = flags,
 	    .pidfd = (uint64_t)(uintptr_t)pidfd,
 	    .exit_signal = SIGCHLD,
-	    .stack = (uint64_t)(uintptr_t)child_stack,
-	    .stack_size = sizeof(child_stack),
 	    .cgroup = (uint64_t)l->cgroup_fd,
 	};
-	struct child_args ca = {.l = l, .errfd = errfd};
-	pthread_mutex_lock(&child_stack_lock);
-	pid_t pid = (pid_t)clone3_call(&args, child_entry, &ca);
-	int e = errno;
-	pthread_mutex_unlock(&child_stack_lock);
-	errno = e;
-	return pid;
+	long pid = syscall(SYS_clone3, &args, sizeof(args));
+	if (pid == 0)
+		child_main(l, errfd);
+	return (pid_t)pid;
 }
 
 pid_t agent_launch_spawn(const agent_launch *l, int *ret_pidfd, int *ret_errfd, bl_error_t *err)
@@ -558,9 +508,19 @@ static int child_error(const struct child_error *ce, ssize_t n, const char *argv
 int agent_launch_finish(int errfd, const char *argv0, int *ret_pty, bl_error_t *err)
 {
 	_cleanup_close_ int sock = errfd, pty = -1;
+	uint64_t deadline = bl_now_monotonic_ns() + AGENT_EXEC_TIMEOUT_MS * 1000000ull;
 	for (;;) {
 		struct child_error ce = {0};
 		int fd;
+		uint64_t now = bl_now_monotonic_ns();
+		struct pollfd pfd = {.fd = sock, .events = POLLIN};
+		int pr = now >= deadline ? 0 : poll(&pfd, 1, (int)((deadline - now) / 1000000 + 1));
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr == 0)
+			return bl_set_error(err, BL_ETIMEOUT,
+					    "container process did not exec within %d s (stopped?)",
+					    AGENT_EXEC_TIMEOUT_MS / 1000);
 		ssize_t n = recv_record(sock, &ce, &fd);
 		if (fd >= 0 && ret_pty && pty < 0)
 			pty = fd;

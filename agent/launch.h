@@ -1,8 +1,8 @@
 /*
  * Spawning a container process. Everything is prepared in the (threaded)
- * agent; the child of clone3 (CLONE_VM | CLONE_VFORK, on its own stack)
- * then uses system calls only (no malloc, no locks) until execve, and
- * reports a failure through a CLOEXEC socket.
+ * agent; the child of clone3 (a fork: its own copy of the memory, never the
+ * agent's) then uses system calls only (no malloc, no locks) until execve,
+ * and reports a failure through a CLOEXEC socket.
  */
 #pragma once
 
@@ -49,9 +49,13 @@ typedef struct agent_launch {
 	int oom_score_adj;
 } agent_launch;
 
+/* How long a child may take from clone to execve (a child stopped on the
+ * way is killed by the caller after that). */
+#define AGENT_EXEC_TIMEOUT_MS 30000
+
 /* Opens what spawning needs later (the agent's own pid namespace). */
 int agent_launch_init(bl_error_t *err);
-/* Starts the child; returns (once it has exec'd or failed) its pid and
+/* Starts the child; returns at once its pid and
  * pidfd, and the read end of the error socket (read it with
  * agent_launch_finish after registering the pid). */
 pid_t agent_launch_spawn(const agent_launch *l, int *ret_pidfd, int *ret_errfd, bl_error_t *err);

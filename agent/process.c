@@ -331,6 +331,8 @@ int agent_process_start(agent_container *c, const char *exec_id, const agent_pro
 	int pty = -1;
 	r = agent_launch_finish(errfd, p->args[0], own_pty ? &pty : NULL, err);
 	if (r < 0) {
+		/* A child stopped before its exec (or still on its way) dies here. */
+		(void)syscall(SYS_pidfd_send_signal, registered->pidfd, SIGKILL, NULL, 0);
 		mark_failed(c, registered);
 		return r;
 	}

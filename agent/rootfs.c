@@ -18,7 +18,9 @@
 
 static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Mounts the virtio-fs share `tag` once, read-only; returns its directory. */
+/* Mounts the virtio-fs share `tag` once; returns its directory. Writable: the
+ * host decides what is read-only (images are read-only binds there), and
+ * read-write bind mounts of containers need it. */
 static int share_mount(const char *tag, char **ret_dir, bl_error_t *err)
 {
 	_cleanup_free_ char *dir = bl_asprintf("%s/%s", AGENT_SHARES_DIR, tag);
@@ -30,7 +32,7 @@ static int share_mount(const char *tag, char **ret_dir, bl_error_t *err)
 	r = 0;
 	if (stat(dir, &st) == 0 && stat(AGENT_SHARES_DIR, &parent) == 0 &&
 	    st.st_dev == parent.st_dev &&
-	    mount(tag, dir, "virtiofs", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+	    mount(tag, dir, "virtiofs", MS_NOSUID | MS_NODEV, NULL) < 0)
 		r = bl_set_error_errno(err, errno, "mount virtio-fs share \"%s\"", tag);
 	pthread_mutex_unlock(&share_lock);
 	if (r == 0)

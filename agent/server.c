@@ -1,6 +1,7 @@
 #include "server.h"
 #include "agent.h"
 #include "agent.pb-c.h"
+#include "bl_agent_proto.h"
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
@@ -39,31 +40,9 @@ static void container_putp(agent_container **c)
 	if (!var)                                                                      \
 		return ttrpc_reply_error(reply, TTRPC_INVALID_ARGUMENT, "malformed request");
 
-static int code_for(const bl_error_t *e)
-{
-	switch (e->code) {
-	case BL_EINVAL:
-	case BL_EPROTO:
-		return TTRPC_INVALID_ARGUMENT;
-	case BL_ENOTFOUND:
-		return TTRPC_NOT_FOUND;
-	case BL_EEXIST:
-		return TTRPC_ALREADY_EXISTS;
-	case BL_ESTATE:
-		return TTRPC_FAILED_PRECONDITION;
-	case BL_ETIMEOUT:
-		return TTRPC_DEADLINE_EXCEEDED;
-	case BL_EUNSUPPORTED:
-		return TTRPC_UNIMPLEMENTED;
-	default:
-		return e->sys_errno == EACCES || e->sys_errno == EPERM ? TTRPC_PERMISSION_DENIED
-								       : TTRPC_INTERNAL;
-	}
-}
-
 static int reply_err(ttrpc_reply *reply, const bl_error_t *e)
 {
-	return ttrpc_reply_error(reply, code_for(e), "%s", e->msg);
+	return ttrpc_reply_error(reply, ttrpc_code_from_error(e), "%s", e->msg);
 }
 
 /* Looks up (container_id, exec_id) after checking both. */
@@ -323,6 +302,17 @@ static int h_stats(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	resp.pids_max = st.pids_max;
 	resp.cpu_usage_usec = st.cpu_usage_usec;
 	resp.oom_kills = st.oom_kills;
+	resp.memory_anon = st.memory_anon;
+	resp.memory_file = st.memory_file;
+	resp.cpu_user_usec = st.cpu_user_usec;
+	resp.cpu_system_usec = st.cpu_system_usec;
+	resp.cpu_nr_periods = st.cpu_nr_periods;
+	resp.cpu_nr_throttled = st.cpu_nr_throttled;
+	resp.cpu_throttled_usec = st.cpu_throttled_usec;
+	resp.events_low = st.events_low;
+	resp.events_high = st.events_high;
+	resp.events_max = st.events_max;
+	resp.events_oom = st.events_oom;
 	return ttrpc_reply_message(reply, &resp.base);
 }
 
@@ -371,34 +361,82 @@ static int h_shutdown(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	return ttrpc_reply_message(reply, &resp.base);
 }
 
-static const struct {
-	const char *method;
-	ttrpc_handler_fn fn;
-} methods[] = {
-    {"Ping", h_ping},
-    {"Init", h_init},
-    {"CreateContainer", h_create},
-    {"StartProcess", h_start},
-    {"WaitProcess", h_wait},
-    {"SignalProcess", h_signal},
-    {"WriteStdin", h_write_stdin},
-    {"CloseStdin", h_close_stdin},
-    {"ReadStdout", h_read_stdout},
-    {"ReadStderr", h_read_stderr},
-    {"ResizePty", h_resize},
-    {"Stats", h_stats},
-    {"ListPids", h_list_pids},
-    {"DeleteContainer", h_delete},
-    {"Shutdown", h_shutdown},
+static int h_pause_resume(const ttrpc_call *call, ttrpc_reply *reply, bool frozen)
+{
+	/* PauseContainerRequest and ResumeContainerRequest share one layout. */
+	UNPACK(Boxlite__Agent__V1__PauseContainerRequest,
+	       boxlite__agent__v1__pause_container_request, req);
+	bl_error_t err = BL_ERROR_INIT;
+	_cleanup_container_ agent_container *c = get_checked(req->container_id, NULL, &err);
+	if (!c || agent_cgroup_freeze(c->id, frozen, call->deadline_ns, &err) < 0)
+		return reply_err(reply, &err);
+	Boxlite__Agent__V1__PauseContainerResponse resp =
+	    BOXLITE__AGENT__V1__PAUSE_CONTAINER_RESPONSE__INIT;
+	return ttrpc_reply_message(reply, &resp.base);
+}
+
+static int h_pause(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	return h_pause_resume(call, reply, true);
+}
+
+static int h_resume(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	return h_pause_resume(call, reply, false);
+}
+
+static int h_update(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	UNPACK(Boxlite__Agent__V1__UpdateContainerRequest,
+	       boxlite__agent__v1__update_container_request, req);
+	bl_error_t err = BL_ERROR_INIT;
+	_cleanup_container_ agent_container *c = get_checked(req->container_id, NULL, &err);
+	agent_cgroup_limits lim = {
+	    .memory_limit = req->memory_limit,
+	    .cpu_quota = req->cpu_quota,
+	    .cpu_period = req->cpu_period,
+	    .cpu_weight = req->cpu_weight,
+	    .pids_limit = req->pids_limit,
+	};
+	if (!c || agent_cgroup_update(c->id, &lim, &err) < 0)
+		return reply_err(reply, &err);
+	Boxlite__Agent__V1__UpdateContainerResponse resp =
+	    BOXLITE__AGENT__V1__UPDATE_CONTAINER_RESPONSE__INIT;
+	return ttrpc_reply_message(reply, &resp.base);
+}
+
+/* Handlers by method (common/bl_agent_proto.h is the method table). */
+static const ttrpc_handler_fn handlers[BL_AGENT_N_METHODS] = {
+    [BL_AGENT_PING] = h_ping,
+    [BL_AGENT_INIT] = h_init,
+    [BL_AGENT_CREATE_CONTAINER] = h_create,
+    [BL_AGENT_START_PROCESS] = h_start,
+    [BL_AGENT_WAIT_PROCESS] = h_wait,
+    [BL_AGENT_SIGNAL_PROCESS] = h_signal,
+    [BL_AGENT_WRITE_STDIN] = h_write_stdin,
+    [BL_AGENT_CLOSE_STDIN] = h_close_stdin,
+    [BL_AGENT_READ_STDOUT] = h_read_stdout,
+    [BL_AGENT_READ_STDERR] = h_read_stderr,
+    [BL_AGENT_RESIZE_PTY] = h_resize,
+    [BL_AGENT_STATS] = h_stats,
+    [BL_AGENT_LIST_PIDS] = h_list_pids,
+    [BL_AGENT_DELETE_CONTAINER] = h_delete,
+    [BL_AGENT_SHUTDOWN] = h_shutdown,
+    [BL_AGENT_PAUSE_CONTAINER] = h_pause,
+    [BL_AGENT_RESUME_CONTAINER] = h_resume,
+    [BL_AGENT_UPDATE_CONTAINER] = h_update,
 };
 
 int agent_server_register(ttrpc_server *srv, bl_error_t *err)
 {
-	for (size_t i = 0; i < BL_ARRAY_SIZE(methods); i++) {
-		int r = ttrpc_server_register(srv, AGENT_SERVICE, methods[i].method, methods[i].fn,
-					      NULL);
+	for (size_t i = 0; i < BL_AGENT_N_METHODS; i++) {
+		if (!handlers[i])
+			return bl_set_error(err, BL_EINVAL, "no handler for %s",
+					    bl_agent_methods[i]);
+		int r = ttrpc_server_register(srv, BL_AGENT_SERVICE, bl_agent_methods[i],
+					      handlers[i], NULL);
 		if (r < 0)
-			return bl_set_error(err, BL_EINVAL, "register %s", methods[i].method);
+			return bl_set_error(err, BL_EINVAL, "register %s", bl_agent_methods[i]);
 	}
 	return 0;
 }

@@ -1,6 +1,7 @@
 #include "spec.h"
 #include "bl_cleanup.h"
 #include "bl_util.h"
+#include "validate.h"
 
 #include <json-c/json.h>
 #include <limits.h>
@@ -428,6 +429,50 @@ static bool is_fixed_mount(const char *dst)
 	return false;
 }
 
+/* A bind mount (type "bind"): a share-relative source; options ro/rw,
+ * noexec, (r)bind and propagation words; anything else is refused. */
+static int parse_bind(json_object *o, agent_spec *s, char *dst_owned, bl_error_t *err)
+{
+	_cleanup_free_ char *dst = dst_owned, *src = NULL;
+	static const char *const ignored[] = {
+	    "bind",	"rbind",      "rprivate", "private",	"rslave",     "slave", "rshared",
+	    "shared",	"nosuid",     "nodev",	  "rw",		"suid",	      "dev",   "exec",
+	    "relatime", "norelatime", "noatime",  "nodiratime", "strictatime"};
+	int r = get_string(JV(o, "source"), "mounts.source", AGENT_SPEC_MAX_PATH, &src, err);
+	if (r < 0)
+		return r;
+	if (!agent_valid_subpath(src) || !src[0])
+		return bl_set_error(err, BL_EINVAL,
+				    "mounts: bind source \"%.64s\" is not a share-relative path",
+				    src);
+	agent_bind *b = &s->binds[s->n_binds];
+	size_t n = 0;
+	json_object *opts = JV(o, "options");
+	r = opts ? check_array(opts, "mounts.options", 32, &n, err) : 0;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		_cleanup_free_ char *opt = NULL;
+		r = get_string(json_object_array_get_idx(opts, i), "mounts.options", 64, &opt, err);
+		if (r < 0)
+			break;
+		bool known = false;
+		for (size_t k = 0; k < BL_ARRAY_SIZE(ignored); k++)
+			known = known || !strcmp(opt, ignored[k]);
+		if (!strcmp(opt, "ro"))
+			b->flags |= MS_RDONLY;
+		else if (!strcmp(opt, "noexec"))
+			b->flags |= MS_NOEXEC;
+		else if (!known)
+			r = bl_set_error(err, BL_EINVAL,
+					 "mounts: bind option \"%s\" is not supported", opt);
+	}
+	if (r < 0)
+		return r;
+	b->source = steal_pointer(&src);
+	b->destination = steal_pointer(&dst);
+	s->n_binds++;
+	return 0;
+}
+
 static int parse_mount(json_object *o, agent_spec *s, bl_error_t *err)
 {
 	_cleanup_free_ char *type = NULL, *dst = NULL;
@@ -442,6 +487,8 @@ static int parse_mount(json_object *o, agent_spec *s, bl_error_t *err)
 				    "mounts.destination: not a clean absolute path");
 	if (JV(o, "type") && (r = get_string(JV(o, "type"), "mounts.type", 64, &type, err)) < 0)
 		return r;
+	if (type && !strcmp(type, "bind"))
+		return parse_bind(o, s, steal_pointer(&dst), err);
 	if (!type || strcmp(type, "tmpfs") || is_fixed_mount(dst))
 		return 0;
 	agent_mount *m = &s->mounts[s->n_mounts];
@@ -460,6 +507,7 @@ static int parse_mounts(json_object *o, agent_spec *s, bl_error_t *err)
 	if (r < 0)
 		return r;
 	s->mounts = bl_malloc0(n * sizeof(agent_mount));
+	s->binds = bl_malloc0(n * sizeof(agent_bind));
 	for (size_t i = 0; r == 0 && i < n; i++)
 		r = parse_mount(json_object_array_get_idx(o, i), s, err);
 	return r;
@@ -599,6 +647,11 @@ void agent_spec_free(agent_spec *s)
 		free(s->mounts[i].data);
 	}
 	free(s->mounts);
+	for (size_t i = 0; i < s->n_binds; i++) {
+		free(s->binds[i].source);
+		free(s->binds[i].destination);
+	}
+	free(s->binds);
 	free(s);
 }
 

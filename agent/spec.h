@@ -62,6 +62,14 @@ typedef struct agent_mount {
 	unsigned long flags;
 } agent_mount;
 
+/* A bind mount from spec.mounts: the source is relative to the container's
+ * rootfs share (the host bind-mounted the host path there). */
+typedef struct agent_bind {
+	char *source;	     /* share-relative, no ".." */
+	char *destination;   /* absolute, inside the container root */
+	unsigned long flags; /* MS_RDONLY, MS_NOEXEC, ... (nosuid/nodev always) */
+} agent_bind;
+
 typedef struct agent_spec {
 	agent_process_spec *process; /* may be NULL when "process" is absent */
 	bool root_readonly;
@@ -73,6 +81,8 @@ typedef struct agent_spec {
 	bool new_netns;	      /* false only when linux.namespaces omits "network" */
 	agent_mount *mounts;
 	size_t n_mounts;
+	agent_bind *binds; /* mounted by the agent before the init starts */
+	size_t n_binds;
 } agent_spec;
 
 /* Parses a whole config.json. */

@@ -4,7 +4,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define AGENT_ID_MAX 64
+#include "bl_agent_proto.h"
+
+#define AGENT_ID_MAX BL_AGENT_ID_MAX
 
 /* [A-Za-z0-9_.-]{1,64}, not "." or ".." (ids become path components). */
 bool agent_valid_id(const char *s);

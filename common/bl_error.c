@@ -79,6 +79,8 @@ const char *bl_code_name(bl_code code)
 	    [BL_ESTATE] = "invalid state",
 	    [BL_ECANCELED] = "canceled",
 	    [BL_EUNSUPPORTED] = "unsupported",
+	    [BL_EAUTH] = "authentication refused",
+	    [BL_ENETWORK] = "network error",
 	};
 	if ((unsigned)code < sizeof(names) / sizeof(names[0]) && names[code])
 		return names[code];

@@ -22,6 +22,8 @@ typedef enum bl_code {
 	BL_ESTATE = 10,	   /* not valid in the object's current state */
 	BL_ECANCELED = 11, /* interrupted by a signal or shutdown */
 	BL_EUNSUPPORTED = 12,
+	BL_EAUTH = 13,	  /* a registry refused the credentials (or asked for some) */
+	BL_ENETWORK = 14, /* a registry unreachable, TLS failure, rate limited, cut off */
 } bl_code;
 
 #define BL_ERROR_MSG_MAX 1024

@@ -56,32 +56,43 @@ const char *ttrpc_code_name(int code)
 	return code_names[code];
 }
 
+/* The one map between bl_code and ttrpc (gRPC) status codes, used by the
+ * agent's and the monitor's servers and by every client: each bl_code has its
+ * own status, so a code survives a round trip through the protocol. */
+static const struct {
+	bl_code bl;
+	int status;
+} code_map[] = {
+    {BL_OK, TTRPC_OK},
+    {BL_EINVAL, TTRPC_INVALID_ARGUMENT},
+    {BL_ETIMEOUT, TTRPC_DEADLINE_EXCEEDED},
+    {BL_EOOM, TTRPC_RESOURCE_EXHAUSTED},
+    {BL_ENOTFOUND, TTRPC_NOT_FOUND},
+    {BL_EBACKEND, TTRPC_UNKNOWN},
+    {BL_EAGENTLOST, TTRPC_UNAVAILABLE},
+    {BL_ESYSTEM, TTRPC_INTERNAL},
+    {BL_EPROTO, TTRPC_DATA_LOSS},
+    {BL_EEXIST, TTRPC_ALREADY_EXISTS},
+    {BL_ESTATE, TTRPC_FAILED_PRECONDITION},
+    {BL_ECANCELED, TTRPC_CANCELLED},
+    {BL_EUNSUPPORTED, TTRPC_UNIMPLEMENTED},
+};
+
 bl_code ttrpc_code_to_bl(int code)
 {
+	for (size_t i = 0; i < sizeof(code_map) / sizeof(code_map[0]); i++)
+		if (code_map[i].status == code)
+			return code_map[i].bl;
 	switch (code) {
-	case TTRPC_OK:
-		return BL_OK;
-	case TTRPC_CANCELLED:
-		return BL_ECANCELED;
-	case TTRPC_INVALID_ARGUMENT:
 	case TTRPC_OUT_OF_RANGE:
 		return BL_EINVAL;
-	case TTRPC_DEADLINE_EXCEEDED:
-		return BL_ETIMEOUT;
-	case TTRPC_NOT_FOUND:
-		return BL_ENOTFOUND;
-	case TTRPC_ALREADY_EXISTS:
-		return BL_EEXIST;
-	case TTRPC_FAILED_PRECONDITION:
-		return BL_ESTATE;
-	case TTRPC_UNIMPLEMENTED:
-		return BL_EUNSUPPORTED;
-	case TTRPC_UNAVAILABLE:
-		return BL_EAGENTLOST;
-	case TTRPC_DATA_LOSS:
-		return BL_EPROTO;
-	default:
+	case TTRPC_PERMISSION_DENIED:
+	case TTRPC_UNAUTHENTICATED:
 		return BL_ESYSTEM;
+	case TTRPC_ABORTED:
+		return BL_ESTATE;
+	default:
+		return BL_EPROTO; /* not a status code at all */
 	}
 }
 
@@ -89,30 +100,17 @@ int ttrpc_code_from_bl(int code)
 {
 	if (code < 0)
 		code = -code;
-	switch (code) {
-	case BL_OK:
-		return TTRPC_OK;
-	case BL_EINVAL:
-		return TTRPC_INVALID_ARGUMENT;
-	case BL_ETIMEOUT:
-		return TTRPC_DEADLINE_EXCEEDED;
-	case BL_ENOTFOUND:
-		return TTRPC_NOT_FOUND;
-	case BL_EEXIST:
-		return TTRPC_ALREADY_EXISTS;
-	case BL_ESTATE:
-		return TTRPC_FAILED_PRECONDITION;
-	case BL_ECANCELED:
-		return TTRPC_CANCELLED;
-	case BL_EUNSUPPORTED:
-		return TTRPC_UNIMPLEMENTED;
-	case BL_EAGENTLOST:
-		return TTRPC_UNAVAILABLE;
-	case BL_EOOM:
-		return TTRPC_RESOURCE_EXHAUSTED;
-	default:
-		return TTRPC_UNKNOWN;
-	}
+	for (size_t i = 0; i < sizeof(code_map) / sizeof(code_map[0]); i++)
+		if ((int)code_map[i].bl == code)
+			return code_map[i].status;
+	return TTRPC_UNKNOWN;
+}
+
+int ttrpc_code_from_error(const bl_error_t *e)
+{
+	if (e->code == BL_ESYSTEM && (e->sys_errno == EACCES || e->sys_errno == EPERM))
+		return TTRPC_PERMISSION_DENIED;
+	return ttrpc_code_from_bl(e->code);
 }
 
 /* ------------------------------------------------------------------ I/O */

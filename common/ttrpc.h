@@ -183,12 +183,14 @@ void ttrpc_client_free(ttrpc_client *c);
 
 /* "NotFound", "Unimplemented", ... (gRPC's spelling). */
 const char *ttrpc_code_name(int code);
-/* A remote status as a bl_code: InvalidArgument/OutOfRange -> BL_EINVAL,
- * DeadlineExceeded -> BL_ETIMEOUT, NotFound -> BL_ENOTFOUND, AlreadyExists ->
- * BL_EEXIST, FailedPrecondition -> BL_ESTATE, Canceled -> BL_ECANCELED,
- * Unimplemented -> BL_EUNSUPPORTED, Unavailable -> BL_EAGENTLOST, DataLoss ->
- * BL_EPROTO, anything else -> BL_ESYSTEM. */
+/* A remote status as a bl_code, and back: ONE table (common/ttrpc.c) in which
+ * every bl_code has its own status (BL_EBACKEND Unknown, BL_ESYSTEM Internal,
+ * BL_EPROTO DataLoss, BL_EOOM ResourceExhausted, BL_EAGENTLOST Unavailable,
+ * ...), so codes survive the protocol; OutOfRange reads as BL_EINVAL,
+ * PermissionDenied as BL_ESYSTEM, anything unknown as BL_EPROTO. */
 bl_code ttrpc_code_to_bl(int code);
-/* A bl_code (either sign) as a status for handlers; the reverse of the above,
- * BL_EOOM -> ResourceExhausted, anything unmapped -> Unknown. */
+/* A bl_code (either sign) as a status for handlers. */
 int ttrpc_code_from_bl(int code);
+/* ttrpc_code_from_bl, except that a failed system call with EACCES/EPERM is
+ * PERMISSION_DENIED (which maps back to BL_ESYSTEM). */
+int ttrpc_code_from_error(const bl_error_t *e);

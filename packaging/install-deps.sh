@@ -12,6 +12,8 @@ containerd runc containernetworking-plugins python3-grpcio python3-grpc-tools
 busybox-static debootstrap e2fsprogs
 golang-go golang-github-containerd-ttrpc-dev
 procps psmisc iproute2 util-linux
+libssl-dev libcurl4-openssl-dev
+docker-registry skopeo apache2-utils openssl
 "
 missing=""
 for p in $PKGS; do
@@ -26,3 +28,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing
+# The image tests start their own registry on 127.0.0.1 with their own config;
+# the package's service (every interface, port 5000) must not run.
+if command -v systemctl >/dev/null 2>&1; then
+	systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

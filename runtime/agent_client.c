@@ -18,25 +18,6 @@
 /* A ReadOutput reply with neither data nor EOF breaks "blocks until output". */
 #define EMPTY_READS_MAX 1000
 
-const char *const bl_agent_methods[] = {
-    "Ping",
-    "Init",
-    "CreateContainer",
-    "StartProcess",
-    "WaitProcess",
-    "SignalProcess",
-    "WriteStdin",
-    "CloseStdin",
-    "ReadStdout",
-    "ReadStderr",
-    "ResizePty",
-    "Stats",
-    "ListPids",
-    "DeleteContainer",
-    "Shutdown",
-    NULL,
-};
-
 struct bl_agent {
 	ttrpc_client *client;
 	uint64_t timeout_ns;
@@ -412,8 +393,81 @@ int bl_agent_stats_get(bl_agent *a, const char *cid, bl_agent_stats *ret, bl_err
 	    .pids_max = resp->pids_max,
 	    .cpu_usage_usec = resp->cpu_usage_usec,
 	    .oom_kills = resp->oom_kills,
+	    .memory_anon = resp->memory_anon,
+	    .memory_file = resp->memory_file,
+	    .cpu_user_usec = resp->cpu_user_usec,
+	    .cpu_system_usec = resp->cpu_system_usec,
+	    .cpu_nr_periods = resp->cpu_nr_periods,
+	    .cpu_nr_throttled = resp->cpu_nr_throttled,
+	    .cpu_throttled_usec = resp->cpu_throttled_usec,
+	    .events_low = resp->events_low,
+	    .events_high = resp->events_high,
+	    .events_max = resp->events_max,
+	    .events_oom = resp->events_oom,
 	};
 	return 0;
+}
+
+#define PIDS_MAX (1u << 16)
+
+int bl_agent_list_pids(bl_agent *a, const char *cid, uint32_t **ret, size_t *ret_n, bl_error_t *err)
+{
+	Boxlite__Agent__V1__ListPidsRequest req = BOXLITE__AGENT__V1__LIST_PIDS_REQUEST__INIT;
+	req.container_id = (char *)cid;
+	_cleanup_msg_ Boxlite__Agent__V1__ListPidsResponse *resp = NULL;
+	int r = call(a, "ListPids", &req.base, &boxlite__agent__v1__list_pids_response__descriptor,
+		     (ProtobufCMessage **)&resp, a->timeout_ns, err);
+	if (r < 0)
+		return r;
+	if (resp->n_pids > PIDS_MAX)
+		return bl_set_error(err, BL_EPROTO, "ListPids: %zu pids", resp->n_pids);
+	uint32_t *v = bl_malloc0((resp->n_pids + 1) * sizeof(uint32_t));
+	for (size_t i = 0; i < resp->n_pids; i++) {
+		if (resp->pids[i] == 0 || resp->pids[i] > (1u << 22)) {
+			free(v);
+			return bl_set_error(err, BL_EPROTO, "ListPids: implausible pid %u",
+					    resp->pids[i]);
+		}
+		v[i] = resp->pids[i];
+	}
+	*ret = v;
+	*ret_n = resp->n_pids;
+	return 0;
+}
+
+int bl_agent_pause_container(bl_agent *a, const char *cid, bool frozen, bl_error_t *err)
+{
+	Boxlite__Agent__V1__PauseContainerRequest req =
+	    BOXLITE__AGENT__V1__PAUSE_CONTAINER_REQUEST__INIT;
+	req.container_id = (char *)cid;
+	_cleanup_msg_ ProtobufCMessage *resp = NULL;
+	if (frozen)
+		return call(a, "PauseContainer", &req.base,
+			    &boxlite__agent__v1__pause_container_response__descriptor, &resp,
+			    a->timeout_ns, err);
+	Boxlite__Agent__V1__ResumeContainerRequest rreq =
+	    BOXLITE__AGENT__V1__RESUME_CONTAINER_REQUEST__INIT;
+	rreq.container_id = (char *)cid;
+	return call(a, "ResumeContainer", &rreq.base,
+		    &boxlite__agent__v1__resume_container_response__descriptor, &resp,
+		    a->timeout_ns, err);
+}
+
+int bl_agent_update_container(bl_agent *a, const char *cid, const bl_agent_limits *lim,
+			      bl_error_t *err)
+{
+	Boxlite__Agent__V1__UpdateContainerRequest req =
+	    BOXLITE__AGENT__V1__UPDATE_CONTAINER_REQUEST__INIT;
+	req.container_id = (char *)cid;
+	req.memory_limit = lim->memory_limit;
+	req.cpu_quota = lim->cpu_quota;
+	req.cpu_period = lim->cpu_period;
+	req.cpu_weight = lim->cpu_weight;
+	req.pids_limit = lim->pids_limit;
+	_cleanup_msg_ ProtobufCMessage *resp = NULL;
+	return call(a, "UpdateContainer", &req.base,
+		    &boxlite__agent__v1__update_container_response__descriptor, &resp,
+		    a->timeout_ns, err);
 }
 
 int bl_agent_delete_container(bl_agent *a, const char *cid, bl_error_t *err)

@@ -13,17 +13,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "bl_agent_proto.h"
 #include "bl_error.h"
 #include "ttrpc.h"
 
-#define BL_AGENT_SERVICE      "boxlite.agent.v1.Agent"
-#define BL_AGENT_PREAMBLE     "BOXLITE-AGENT 1\n"
-#define BL_AGENT_PREAMBLE_LEN 16
-#define BL_AGENT_IO_MAX	      (1u << 20) /* WriteStdin / ReadOutput bound */
-#define BL_AGENT_READ_CHUNK   (64u << 10)
-
-/* Every method of the agent service (for the monitor's forwarder). */
-extern const char *const bl_agent_methods[];
+#define BL_AGENT_READ_CHUNK (64u << 10)
 
 typedef struct bl_agent bl_agent;
 
@@ -84,9 +78,20 @@ int bl_agent_resize_pty(bl_agent *a, const char *cid, const char *eid, unsigned 
 typedef struct bl_agent_stats {
 	uint64_t memory_current, memory_max, memory_peak, pids_current, pids_max, cpu_usage_usec,
 	    oom_kills;
+	uint64_t memory_anon, memory_file, cpu_user_usec, cpu_system_usec, cpu_nr_periods,
+	    cpu_nr_throttled, cpu_throttled_usec, events_low, events_high, events_max, events_oom;
 } bl_agent_stats;
 
 int bl_agent_stats_get(bl_agent *a, const char *cid, bl_agent_stats *ret, bl_error_t *err);
+/* Guest pids of the container's processes (malloc'd). */
+int bl_agent_list_pids(bl_agent *a, const char *cid, uint32_t **ret, size_t *ret_n,
+		       bl_error_t *err);
+int bl_agent_pause_container(bl_agent *a, const char *cid, bool frozen, bl_error_t *err);
+typedef struct bl_agent_limits {
+	int64_t memory_limit, cpu_quota, cpu_period, cpu_weight, pids_limit; /* < 0: keep */
+} bl_agent_limits;
+int bl_agent_update_container(bl_agent *a, const char *cid, const bl_agent_limits *lim,
+			      bl_error_t *err);
 int bl_agent_delete_container(bl_agent *a, const char *cid, bl_error_t *err);
 /* The guest reboots; a lost reply is not an error. */
 int bl_agent_shutdown(bl_agent *a, bl_error_t *err);

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "bl_error.h"
+#include "boxlite_image.h"
 
 #define BOXLITE_VERSION "0.1.0"
 
@@ -39,6 +40,7 @@
 
 typedef struct bl_sandbox bl_sandbox;
 typedef struct bl_process bl_process;
+typedef struct bl_container bl_container;
 
 typedef struct bl_sandbox_options {
 	const char *image;	 /* image reference; NULL (and no rootfs): "default" */
@@ -71,6 +73,13 @@ typedef struct bl_sandbox_options {
 	 * failed create frees it. */
 	void (*on_handle)(bl_sandbox *sb, void *user);
 	void *on_handle_user;
+	/* (Appended fields keep the layout of the ones above.)
+	 * true: boot the VM and set the guest up with NO built-in container; the
+	 * image/rootfs and process options above are then ignored (give none) and
+	 * containers come from bl_container_create(). false: today's behaviour,
+	 * one container "main" from the image or rootfs and the options above
+	 * (bl_sandbox_container() returns it). */
+	bool bare;
 } bl_sandbox_options;
 
 /* Where the time of bl_sandbox_create went (milliseconds). */
@@ -104,9 +113,9 @@ typedef struct bl_process_options {
 	bool stdin_open;
 } bl_process_options;
 
-/* Starts the container's init process (the options' args). */
+/* Starts the "main" container's init process (the options' args). */
 int bl_sandbox_start(bl_sandbox *sb, bl_process **ret, bl_error_t *err);
-/* Runs another process in the running container. */
+/* Runs another process in the running "main" container. */
 int bl_sandbox_exec(bl_sandbox *sb, const bl_process_options *po, bl_process **ret,
 		    bl_error_t *err);
 
@@ -120,6 +129,13 @@ int bl_process_resize(bl_process *p, unsigned rows, unsigned cols, bl_error_t *e
 int bl_process_signal(bl_process *p, int sig, bl_error_t *err);
 /* The guest pid of the process. */
 uint32_t bl_process_pid(const bl_process *p);
+/* The process's exec id ("" for a container's init process). */
+const char *bl_process_exec_id(const bl_process *p);
+/* The container the process runs in (valid while that container is). */
+bl_container *bl_process_container(const bl_process *p);
+/* Guest CLOCK_REALTIME (ns) of the exit, after a successful bl_process_wait;
+ * else 0. */
+int64_t bl_process_exited_at(const bl_process *p);
 
 typedef struct bl_exit {
 	int status;	 /* exit code, or 128+signal */
@@ -136,14 +152,167 @@ int bl_process_run_io(bl_process *p, int in_fd, int out_fd, int err_fd, bl_exit 
 		      bl_error_t *err);
 void bl_process_free(bl_process *p);
 
+/* ------------------------------------------------------------ containers
+ *
+ * A sandbox (one VM) holds any number of containers (at most 64), each with
+ * its own root filesystem, namespaces and cgroup in the guest. Every
+ * container's host directories reach the guest through ONE virtio-fs share
+ * per VM: STATE/<id>/share/ is a small tmpfs with shared mount propagation
+ * that virtiofsd serves; creating a container bind-mounts its rootfs
+ * (read-only, nodev, nosuid) at share/<n>/rootfs and the host sources of its
+ * OCI bind mounts at share/<n>/m<k>, where they appear in the running
+ * virtiofsd's mount namespace. The guest lays an overlay over the rootfs
+ * (upper: a guest tmpfs of disk_mib) unless the root is read-only.
+ *
+ * Thread safety: calls on different containers and processes may run
+ * concurrently; bl_process_wait/read/write of one process may run
+ * concurrently with each other. bl_container_delete and bl_sandbox_destroy
+ * must not race with other calls on the same object.
+ */
+
+#define BL_CONTAINER_ID_MAX 64 /* [A-Za-z0-9_.-], not "." or ".." */
+#define BL_EXEC_ID_MAX	    64
+
+typedef struct bl_container_options {
+	/* Container id, unique in the sandbox; NULL: random. */
+	const char *id;
+	/* An OCI runtime spec (a bundle's config.json), untrusted: bounded and
+	 * validated. Honoured: process (args, env, cwd, user uid/gid/
+	 * additionalGids/umask, terminal, capabilities, noNewPrivileges,
+	 * rlimits, oomScoreAdj), hostname, root.readonly (root.path is ignored:
+	 * the root is `rootfs`), linux.resources memory.limit / cpu.quota+period /
+	 * cpu.shares / pids.limit, linux.namespaces (network: own empty one, or
+	 * the VM's), mounts (bind of host paths, shared into the VM; tmpfs; the
+	 * usual proc/sysfs/devpts/mqueue/cgroup/dev entries, which the guest
+	 * provides itself), annotations (kept, readable with
+	 * bl_container_annotation). Anything else that changes behaviour
+	 * (devices, seccomp, apparmor, selinux, uid mappings, hooks, other mount
+	 * types, sysctl, ...) is BL_EUNSUPPORTED naming the field. NULL: a
+	 * default spec from the image's config (like the "main" container). */
+	const char *spec_json;
+	/* Host directory with the container's root filesystem (a bundle's
+	 * rootfs, or an unpacked image). */
+	const char *rootfs;
+	/* Instead of rootfs: an image reference resolved in image_store. */
+	const char *image;
+	const char *image_store;
+	/* No writable layer at all (also when spec root.readonly is true). */
+	bool readonly_rootfs;
+	/* Writable layer (guest tmpfs upper); 0: BL_DEFAULT_DISK_MIB. */
+	unsigned disk_mib;
+	/* Init process stdio: a pty (also when spec process.terminal is true),
+	 * a stdin pipe (else /dev/null). */
+	bool tty;
+	bool stdin_open;
+	/* Accept (and do not apply) seccomp, AppArmor and SELinux settings
+	 * (process.apparmorProfile, process.selinuxLabel, linux.seccomp,
+	 * linux.mountLabel): the VM is the isolation boundary. false: they are
+	 * BL_EUNSUPPORTED. */
+	bool ignore_lsm;
+	/* Accept (and do not run) OCI hooks; false: BL_EUNSUPPORTED. */
+	bool ignore_hooks;
+} bl_container_options;
+
+/* Creates a container in a running sandbox (owned, not attached): shares its
+ * rootfs and bind sources into the VM and creates it in the guest. Its init
+ * process is not started (bl_container_start). */
+int bl_container_create(bl_sandbox *sb, const bl_container_options *o, bl_container **ret,
+			bl_error_t *err);
+/* The built-in "main" container of a non-bare sandbox; NULL for a bare one
+ * (or once it was deleted). Owned by the sandbox. */
+bl_container *bl_sandbox_container(bl_sandbox *sb);
+/* The container with that id, or NULL. */
+bl_container *bl_sandbox_find_container(bl_sandbox *sb, const char *id);
+const char *bl_container_id(const bl_container *c);
+bl_sandbox *bl_container_sandbox(const bl_container *c);
+/* A value of the spec's annotations, or NULL. */
+const char *bl_container_annotation(const bl_container *c, const char *key);
+
+/* Starts the init process (spec.process); once per container. The caller
+ * owns *ret (bl_process_free). */
+int bl_container_start(bl_container *c, bl_process **ret, bl_error_t *err);
+/* Runs another process in the running container. exec_id: the caller's
+ * ([A-Za-z0-9_.-], <= 64; containerd's exec ids) or NULL for a generated
+ * one; BL_EEXIST if taken. process_json: an OCI Process object (untrusted,
+ * validated like the spec's). */
+int bl_container_exec(bl_container *c, const char *exec_id, const char *process_json, bool tty,
+		      bool stdin_open, bl_process **ret, bl_error_t *err);
+/* Like bl_container_exec from options: env is merged over the container's
+ * process env, cwd/user default to the container's. */
+int bl_container_exec_opts(bl_container *c, const char *exec_id, const bl_process_options *po,
+			   bl_process **ret, bl_error_t *err);
+/* Signals the init process, or with `all` every process of the container. */
+int bl_container_signal(bl_container *c, int sig, bool all, bl_error_t *err);
+/* The guest pids of the container's processes (malloc'd array). */
+int bl_container_pids(bl_container *c, uint32_t **ret, size_t *ret_n, bl_error_t *err);
+
+/* cgroup v2 figures of the container in the guest (0 when unknown). */
+typedef struct bl_stats {
+	uint64_t memory_current, memory_max /* 0: unlimited */, memory_peak;
+	uint64_t memory_anon, memory_file;
+	uint64_t pids_current, pids_max /* 0: unlimited */;
+	uint64_t cpu_usage_usec, cpu_user_usec, cpu_system_usec;
+	uint64_t cpu_nr_periods, cpu_nr_throttled, cpu_throttled_usec;
+	/* memory.events */
+	uint64_t events_low, events_high, events_max, events_oom, events_oom_kill;
+} bl_stats;
+
+int bl_container_stats(bl_container *c, bl_stats *ret, bl_error_t *err);
+/* Freezes / thaws every process of the container (cgroup.freeze). */
+int bl_container_pause(bl_container *c, bl_error_t *err);
+int bl_container_resume(bl_container *c, bl_error_t *err);
+/* "created", "running", "paused", "stopped" (as far as the library knows). */
+const char *bl_container_status(bl_container *c);
+
+/* New limits for a running container; a field < 0 keeps the current value. */
+typedef struct bl_resources {
+	int64_t memory_limit; /* bytes; 0: unlimited (within the VM's RAM) */
+	int64_t cpu_quota;    /* usec per period; 0: unlimited */
+	int64_t cpu_period;   /* usec; 0: 100000 */
+	int64_t cpu_shares;   /* cgroup v1 shares, mapped to cpu.weight; 0: default */
+	int64_t pids_limit;   /* 0: unlimited */
+} bl_resources;
+
+/* Sets every field to -1 (keep). */
+void bl_resources_init(bl_resources *r);
+/* Applies new limits in the guest. A memory limit above what the VM has
+ * (its RAM minus the guest's reserve) is BL_EUNSUPPORTED: the VM's memory
+ * cannot grow. */
+int bl_container_update(bl_container *c, const bl_resources *r, bl_error_t *err);
+/* The same from an OCI LinuxResources JSON object (containerd's
+ * UpdateTaskRequest.resources); members the VM cannot honour (blockIO,
+ * devices, hugepageLimits, rdma, network, unified, cpus/mems) are
+ * BL_EUNSUPPORTED. */
+int bl_container_update_json(bl_container *c, const char *resources_json, bl_error_t *err);
+
+/* Kills what still runs, deletes the container in the guest, unmounts its
+ * shares on the host and frees it: c is invalid afterwards even on error
+ * (which then only reports the guest part; the host part always happens).
+ * Processes of the container must be freed by their owners (their calls
+ * fail with BL_ENOTFOUND). */
+int bl_container_delete(bl_container *c, bl_error_t *err);
+
+/* ------------------------------------------------------------ VM liveness */
+
+/* True while the VM runs and the agent answers (no round trip: the state of
+ * the channel). */
+bool bl_sandbox_alive(bl_sandbox *sb);
+/* Blocks until the VM is gone (QEMU ended, the agent channel closed) or
+ * timeout_ms passes (-1: forever). 0 when gone, BL_ETIMEOUT otherwise.
+ * When the VM dies every pending and later process call fails with
+ * BL_EAGENTLOST (BL_ETIMEOUT/BL_ECANCELED after a deadline/cancel). */
+int bl_sandbox_wait_dead(bl_sandbox *sb, int timeout_ms, bl_error_t *err);
+/* One agent round trip; version (may be NULL) receives the agent's. */
+int bl_sandbox_ping(bl_sandbox *sb, char *version, size_t version_len, bl_error_t *err);
+
 /* Asks the guest to shut down, then destroys the VM. The sandbox stays valid
  * for bl_sandbox_destroy. For an attached sandbox: asks its owner to stop. */
 int bl_sandbox_stop(bl_sandbox *sb, bl_error_t *err);
 /* Async-signal-unsafe but thread-safe: kills the VM now and makes every
  * pending and later call fail with BL_ECANCELED (SIGINT handling). */
 void bl_sandbox_cancel(bl_sandbox *sb);
-/* Releases everything: VM, QEMU, virtiofsd, the read-only image mount,
- * sockets and the state directory.
+/* Releases everything: VM, QEMU, virtiofsd, every container (and its host
+ * mounts), the share, sockets and the state directory.
  * For an attached sandbox it only disconnects. Accepts NULL. */
 void bl_sandbox_destroy(bl_sandbox *sb);
 /* Like bl_sandbox_destroy but keeps the state directory (console.log,
@@ -191,3 +360,56 @@ void bl_sandbox_random_id(char *buf, size_t len);
 /* Default guest kernel and initramfs paths (malloc'd). */
 char *bl_default_kernel(void);
 char *bl_default_initrd(void);
+
+/* ------------------------------------------------------------ host */
+
+typedef struct bl_host_info {
+	char accel_why[200];	       /* the accelerator boxlite would choose, and why */
+	unsigned long libvirt_version; /* major * 1000000 + minor * 1000 + micro */
+	char caps_cache_dir[256];      /* the shared warm libvirt capabilities cache */
+} bl_host_info;
+
+/* What a sandbox on this host would use. */
+int bl_host_info_get(bl_host_info *ret, bl_error_t *err);
+
+typedef struct bl_probe_result {
+	double started_s;  /* libvirt's create returned */
+	double answered_s; /* the guest's answer arrived */
+	double released_s; /* the VM was destroyed */
+	char accel_why[160];
+	char console_tail[4096]; /* the guest console's end, on failure */
+} bl_probe_result;
+
+/* Host self-test: boots kernel + initrd (NULL: the defaults) in a probe VM
+ * that mounts a virtio-fs share and answers over the agent channel; the VM
+ * and everything made for it are gone on return. */
+int bl_host_probe(const char *uri, const char *kernel, const char *initrd, bl_probe_result *res,
+		  bl_error_t *err);
+
+/* ------------------------------------------------------------ images */
+
+/* (Pull, list, remove, import, pin: boxlite_image.h.) */
+int bl_image_list(const char *store_dir, char ***ret_names, bl_error_t *err);
+int bl_image_remove(const char *name, const char *store_dir, bl_error_t *err);
+/* Resolves a reference to its root filesystem directory and config JSON
+ * (both malloc'd; *ret_config may be NULL). */
+int bl_image_resolve(const char *ref, const char *store_dir, char **ret_rootfs,
+		     char **ret_config_json, bl_error_t *err);
+
+/* ------------------------------------------------------------ monitor */
+
+/*
+ * The owner of a long-lived sandbox (`boxlite create`): serves
+ * STATE/<id>/api.sock, forwarding the agent protocol to the guest, plus
+ * Stop and Info. bl_sandbox_attach() connects to it.
+ */
+typedef struct bl_monitor bl_monitor;
+
+/* Starts the sandbox's init (pause) process and serves api.sock. */
+int bl_monitor_start(bl_sandbox *sb, bl_monitor **ret, bl_error_t *err);
+/* Blocks until Stop, the end of the VM, or bl_monitor_request_stop. */
+void bl_monitor_wait(bl_monitor *m);
+/* Thread-safe; async-signal-safe (writes to a pipe). */
+void bl_monitor_request_stop(bl_monitor *m);
+/* Stops serving (the sandbox itself stays with the caller). */
+void bl_monitor_free(bl_monitor *m);

@@ -7,7 +7,13 @@
  *   STORE/images/<key>/rootfs/       the unpacked root filesystem, never modified
  *   STORE/images/<key>/config.json   normalized image config (absent: none)
  *   STORE/images/<key>/source        one informational line: where it came from
- *   STORE/names/<name> -> ../images/<key>   symlink, replaced atomically
+ *   STORE/images/<key>/info.json     {"size", "created", "blobs": [hex...]}
+ *   STORE/images/<key>/used          its mtime: last resolve (LRU eviction)
+ *   STORE/blobs/sha256/<hex>         verified blobs of pulled images, shared
+ *   STORE/pins/<key>/<id>            a sandbox using the image (holds its dir)
+ *   STORE/gc.lock                    flock: pulls shared, prune/evict exclusive
+ *   STORE/names/<name> -> ../images/<key>   symlink, replaced atomically;
+ *                                    a reference's '/' are stored as '%'
  *   STORE/locks/<key>.lock           flock serializing the unpack of one key
  *   STORE/lock                       flock serializing changes of names/
  *   STORE/tmp/                       staging; an image dir appears in images/
@@ -22,6 +28,7 @@
 #include <stdint.h>
 
 #include "bl_error.h"
+#include "boxlite_image.h"
 
 #define BL_IMAGE_DEFAULT_STORE "/var/lib/boxlite/images"
 #define BL_IMAGE_NAME_MAX      128
@@ -55,9 +62,8 @@ int bl_image_resolve(const char *ref, const char *store_dir, char **ret_rootfs,
 int bl_image_resolve_ex(const char *ref, const char *store_dir, const bl_image_limits *limits,
 			char **ret_rootfs, char **ret_config_json, bl_error_t *err);
 
-/* Imports under a name (so `--image NAME` works). path is anything resolve
- * accepts except a store name; a plain directory is copied into the store. */
-int bl_image_import(const char *path, const char *name, const char *store_dir, bl_error_t *err);
+/* bl_image_import (boxlite_image.h): path is anything resolve accepts except
+ * a store name; a plain directory is copied into the store. */
 /* Sorted, NULL-terminated, malloc'd (free with bl_strv_free). */
 int bl_image_list(const char *store_dir, char ***ret_names, bl_error_t *err);
 /* Drops the name; the unpacked image goes too when no other name uses it.

@@ -1,4 +1,4 @@
-#include "monitor.h"
+/* The owner of a long-lived sandbox (bl_monitor_* in boxlite.h). */
 #include "sandbox_internal.h"
 #include "bl_cleanup.h"
 #include "bl_log.h"

@@ -7,6 +7,7 @@
 #include "bl_cleanup.h"
 #include "bl_util.h"
 #include "vm.h"
+#include "boxlite.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -154,5 +155,24 @@ int bl_vm_probe(const char *uri, const char *kernel, const char *initrd, bl_vm_p
 	int r = chmod(dir, 0711) < 0 ? bl_set_error_errno(err, errno, "chmod %s", dir)
 				     : boot_and_ask(uri, kernel, initrd, dir, res, err);
 	(void)bl_rm_rf(dir, NULL);
+	return r;
+}
+
+int bl_host_probe(const char *uri, const char *kernel, const char *initrd, bl_probe_result *res,
+		  bl_error_t *err)
+{
+	_cleanup_free_ char *k = kernel ? bl_strdup(kernel) : bl_default_kernel();
+	_cleanup_free_ char *i = initrd ? bl_strdup(initrd) : bl_default_initrd();
+	bl_vm_probe_result vr;
+	int r = bl_vm_probe(uri, k, i, &vr, err);
+	*res = (bl_probe_result){
+	    .started_s = vr.started_s,
+	    .answered_s = vr.answered_s,
+	    .released_s = vr.released_s,
+	};
+	_Static_assert(sizeof(res->accel_why) == sizeof(vr.accel_why), "accel_why");
+	_Static_assert(sizeof(res->console_tail) == sizeof(vr.console_tail), "console_tail");
+	memcpy(res->accel_why, vr.accel_why, sizeof(res->accel_why));
+	memcpy(res->console_tail, vr.console_tail, sizeof(res->console_tail));
 	return r;
 }

@@ -106,65 +106,19 @@ int bl_host_prepare(void)
 	return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? -errno : 0;
 }
 
-/* ------------------------------------------------------------ image share */
-
-#define SHARE_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID)
-
-/* Before Linux 5.12 (no mount_setattr): bind, then make the top mount
- * read-only; a copy propagated in between would stay writable. */
-static int ro_bind_legacy(const char *src, const char *dst)
-{
-	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0 ||
-	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) <
-		0)
-		return -errno;
-	return 0;
-}
-
-/* A read-only copy of src's mount tree, made read-only before it is attached
- * at dst (so a copy propagated to a peer namespace is read-only too), then
- * made private (nothing mounted below it propagates). */
-static int ro_bind(const char *src, const char *dst)
-{
-	_cleanup_close_ int fd =
-	    open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-	struct mount_attr ma = {.attr_set = SHARE_ATTRS, .propagation = MS_PRIVATE};
-	if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0)
-		return errno == ENOSYS ? ro_bind_legacy(src, dst) : -errno;
-	if (move_mount(fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0 ||
-	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return -errno;
-	return 0;
-}
-
-/* libvirt 9.0 refuses <readonly/> for virtio-fs and virtiofsd runs as root, so
- * virtiofsd serves a read-only, nodev bind of the image instead: a
- * compromised guest kernel can neither write into the shared image cache nor
- * open host devices through device nodes in an image. */
-static int share_mount(bl_sandbox *sb, bl_error_t *err)
-{
-	_cleanup_free_ char *dst = bl_asprintf("%s/%s", sb->dir, BL_SHARE_DIR);
-	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
-		return bl_set_error_errno(err, errno, "read-only image view: mkdir %s", dst);
-	sb->share = steal_pointer(&dst);
-	int r = ro_bind(sb->rootfs, sb->share);
-	if (r < 0)
-		return bl_set_error_errno(err, -r, "read-only image view: bind %s on %s",
-					  sb->rootfs, sb->share);
-	struct statvfs sv;
-	if (statvfs(sb->share, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NODEV))
-		return bl_set_error(err, BL_ESYSTEM, "read-only image view: %s is writable",
-				    sb->share);
-	return 0;
-}
+/* ------------------------------------------------------------ share */
 
 void bl_share_unmount(const char *sandbox_dir)
 {
-	_cleanup_free_ char *dst = bl_asprintf("%s/%s", sandbox_dir, BL_SHARE_DIR);
-	if (umount2(dst, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
-		bl_warn("unmount %s: %s", dst, strerror(errno));
-	(void)rmdir(dst);
+	/* The share and every container bind below it, at once. */
+	static const char *const names[] = {BL_SHARE_DIR, BL_SHARE_DIR_OLD};
+	for (size_t i = 0; i < BL_ARRAY_SIZE(names); i++) {
+		_cleanup_free_ char *dst = bl_asprintf("%s/%s", sandbox_dir, names[i]);
+		if (umount2(dst, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL &&
+		    errno != ENOENT)
+			bl_warn("unmount %s: %s", dst, strerror(errno));
+		(void)rmdir(dst);
+	}
 }
 
 /* ------------------------------------------------------------ accessors */
@@ -363,6 +317,10 @@ static int check_options(const bl_sandbox_options *o, bl_error_t *err)
 		return bl_set_error(err, BL_EINVAL, "cpus %u out of range (1-64)", o->vcpus);
 	if (o->disk_mib > 1024 * 1024)
 		return bl_set_error(err, BL_EINVAL, "disk %u MiB out of range", o->disk_mib);
+	if (o->bare && (o->image || o->rootfs || o->args))
+		return bl_set_error(err, BL_EINVAL,
+				    "a bare sandbox has no built-in container: give no image, "
+				    "rootfs or command (use bl_container_create)");
 	if (o->image && o->rootfs)
 		return bl_set_error(err, BL_EINVAL,
 				    "give an image or a rootfs directory, not both");
@@ -412,11 +370,21 @@ static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t
 static int make_state_dir(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 {
 	sb->state_root = bl_strdup(bl_state_dir(o->state_dir));
-	int r = bl_mkdir_p(sb->state_root, 0711, err);
+	/* The parents stay traversable (the default's parent /run/boxlite holds
+	 * the libvirt roots QEMU must reach); the state root and each sandbox
+	 * directory are root's only: base.json holds the options (secrets in
+	 * -e), and libvirt itself opens the console log and agent.sock for QEMU. */
+	_cleanup_free_ char *parent = bl_strdup(sb->state_root);
+	char *slash = strrchr(parent, '/');
+	if (slash && slash != parent) {
+		*slash = '\0';
+		(void)bl_mkdir_p(parent, 0711, NULL);
+	}
+	int r = bl_mkdir_p(sb->state_root, 0700, err);
 	if (r < 0)
 		return bl_error_prefix(err, "state directory");
-	/* QEMU runs as an unprivileged user and must reach agent.sock. */
-	(void)chmod(sb->state_root, 0711);
+	if (chmod(sb->state_root, 0700) < 0)
+		return bl_set_error_errno(err, errno, "chmod %s", sb->state_root);
 	for (int attempt = 0; attempt < 8; attempt++) {
 		if (o->id)
 			snprintf(sb->id, sizeof(sb->id), "%s", o->id);
@@ -424,10 +392,8 @@ static int make_state_dir(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_
 			bl_sandbox_random_id(sb->id, sizeof(sb->id));
 		free(sb->dir);
 		sb->dir = bl_asprintf("%s/%s", sb->state_root, sb->id);
-		if (mkdir(sb->dir, 0711) == 0) {
-			(void)chmod(sb->dir, 0711);
+		if (mkdir(sb->dir, 0700) == 0)
 			return 0;
-		}
 		if (errno != EEXIST || o->id) {
 			int e = errno;
 			free(steal_pointer(&sb->dir));
@@ -535,11 +501,18 @@ static int setup_guest(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *
 	if (r < 0)
 		return bl_sandbox_map_error(sb, bl_error_prefix(err, "agent Init"), err);
 	sb->t.init_ms = ms_since(t0);
-	t0 = bl_now_monotonic_ns();
+	return 0;
+}
+
+/* The spec of the built-in container from the options and the image. */
+static int main_spec(bl_sandbox *sb, const bl_sandbox_options *o, char **ret, bl_error_t *err)
+{
+	const char *host = o->hostname ? o->hostname : "boxlite";
 	const bl_spec_process *layers[] = {&sb->layer};
 	_cleanup_free_ char *process = NULL;
 	bl_spec_process pause = {.args = pause_args};
 	const bl_spec_process *pause_layers[] = {&pause, &sb->layer};
+	int r;
 	if (sb->args)
 		r = bl_spec_process_json(layers, 1, &sb->img, &process, err);
 	else
@@ -554,21 +527,7 @@ static int setup_guest(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *
 	    .pids_limit = o->pids_max ? o->pids_max : BL_DEFAULT_PIDS_MAX,
 	    .network = o->network,
 	};
-	_cleanup_free_ char *spec = NULL;
-	r = bl_spec_build(&sc, process, &spec, err);
-	if (r < 0)
-		return r;
-	bl_debug("sandbox %s: spec %s", sb->id, spec);
-	bl_agent_rootfs rf = {
-	    .share_tag = BL_SHARE_TAG,
-	    .share_subdir = "",
-	    .upper_size_bytes = (uint64_t)(o->disk_mib ? o->disk_mib : BL_DEFAULT_DISK_MIB) << 20,
-	};
-	r = bl_agent_create_container(sb->agent, BL_CONTAINER_ID, spec, &rf, err);
-	if (r < 0)
-		return bl_sandbox_map_error(sb, bl_error_prefix(err, "create container"), err);
-	sb->t.container_ms = ms_since(t0);
-	return 0;
+	return bl_spec_build(&sc, process, ret, err);
 }
 
 /* Adds the console's last lines to a boot/agent failure, and keeps a copy of
@@ -605,16 +564,23 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 	snprintf(sb->owner, sizeof(sb->owner), "%s", o->owner ? o->owner : "library");
 	sb->timeout_sec = o->timeout_sec;
 	sb->memory_mib = o->memory_mib ? o->memory_mib : BL_DEFAULT_MEMORY_MIB;
+	sb->bare = o->bare;
+	sb->disk_mib = o->disk_mib ? o->disk_mib : BL_DEFAULT_DISK_MIB;
 	copy_process_layer(sb, o);
 	if (o->on_handle)
 		o->on_handle(sb, o->on_handle_user);
-	r = resolve_image(sb, o, err);
+	_cleanup_free_ char *spec = NULL;
+	r = sb->bare ? 0 : resolve_image(sb, o, err);
+	if (r == 0 && !sb->bare)
+		r = main_spec(sb, o, &spec, err);
 	if (r == 0)
 		r = make_state_dir(sb, o, err);
+	if (r == 0 && !o->rootfs) /* rmi, prune and eviction leave the image alone */
+		(void)bl_image_pin(sb->rootfs, sb->dir, NULL);
 	if (r == 0)
 		r = bl_meta_write(sb, "running", 0, err);
 	if (r == 0)
-		r = share_mount(sb, err);
+		r = bl_share_setup(sb, err);
 	if (r == 0)
 		r = start_timer(sb, err);
 	if (r == 0)
@@ -625,6 +591,11 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 		r = connect_agent(sb, created, err);
 	if (r == 0)
 		r = setup_guest(sb, o, err);
+	if (r == 0 && !sb->bare) {
+		uint64_t t0 = bl_now_monotonic_ns();
+		r = bl_container_create_main(sb, spec, err);
+		sb->t.container_ms = ms_since(t0);
+	}
 	if (r == 0)
 		r = bl_base_write(sb, err);
 	if (r < 0) {
@@ -664,6 +635,7 @@ int bl_sandbox_attach(const char *id, const char *state_dir, bl_sandbox **ret, b
 		sandbox_free_fields(sb);
 		return r;
 	}
+	sb->main = bl_container_attach_main(sb);
 	*ret = sb;
 	return 0;
 }
@@ -703,6 +675,10 @@ static void release(bl_sandbox *sb, bool remove_dir)
 		bl_agent_close(sb->agent);
 	bl_agent_free(steal_pointer(&sb->agent));
 	bl_vm_free(steal_pointer(&sb->vm));
+	/* The VM is gone: only the host side of each container is left. */
+	while (sb->containers)
+		bl_container_release(sb->containers);
+	sb->main = NULL;
 	if (sb->share) {
 		/* The VM is gone; bl_rm_rf would refuse the mount point anyway. */
 		bl_share_unmount(sb->dir);
@@ -737,4 +713,71 @@ void bl_sandbox_release(bl_sandbox *sb)
 		return;
 	release(sb, false);
 	sandbox_free_fields(sb);
+}
+
+/* ------------------------------------------------------------ liveness */
+
+static bool agent_closed(bl_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->lock);
+	bool closed = !sb->agent || ttrpc_client_is_closed(bl_agent_ttrpc(sb->agent)) ||
+		      sb->timed_out || sb->cancelled;
+	pthread_mutex_unlock(&sb->lock);
+	return closed;
+}
+
+bool bl_sandbox_alive(bl_sandbox *sb)
+{
+	return !agent_closed(sb);
+}
+
+int bl_sandbox_wait_dead(bl_sandbox *sb, int timeout_ms, bl_error_t *err)
+{
+	uint64_t deadline =
+	    timeout_ms < 0 ? UINT64_MAX : bl_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (unsigned i = 0;; i++) {
+		if (agent_closed(sb))
+			return 0;
+		/* QEMU gone but the channel not yet closed: ask libvirt now and then. */
+		if (sb->owned && i % 10 == 9) {
+			pthread_mutex_lock(&sb->kill_lock);
+			bool running = sb->vm && bl_vm_is_running(sb->vm);
+			pthread_mutex_unlock(&sb->kill_lock);
+			if (!running) {
+				pthread_mutex_lock(&sb->lock);
+				if (sb->agent)
+					bl_agent_close(sb->agent);
+				pthread_mutex_unlock(&sb->lock);
+				return 0;
+			}
+		}
+		if (bl_now_monotonic_ns() >= deadline)
+			return bl_set_error(err, BL_ETIMEOUT, "sandbox %s is still running",
+					    sb->id);
+		struct timespec ts = {0, 50 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+int bl_sandbox_ping(bl_sandbox *sb, char *version, size_t version_len, bl_error_t *err)
+{
+	if (!sb->agent)
+		return bl_set_error(err, BL_EAGENTLOST, "sandbox %s has no agent connection",
+				    sb->id);
+	int r = bl_agent_ping(sb->agent, version, version_len, err);
+	return bl_sandbox_map_error(sb, r, err);
+}
+
+/* ------------------------------------------------------------ host info */
+
+int bl_host_info_get(bl_host_info *ret, bl_error_t *err)
+{
+	*ret = (bl_host_info){0};
+	bl_accel accel;
+	int r = bl_accel_choose(NULL, &accel, ret->accel_why, sizeof(ret->accel_why), err);
+	if (r < 0)
+		return r;
+	ret->libvirt_version = bl_vm_libvirt_version();
+	snprintf(ret->caps_cache_dir, sizeof(ret->caps_cache_dir), "%s", bl_vm_caps_cache_dir());
+	return 0;
 }

@@ -54,3 +54,50 @@ int bl_spec_build(const bl_spec_config *cfg, const char *process_json, char **re
 
 /* Validates "K=V" (non-empty K without '='). */
 bool bl_spec_valid_env(const char *kv);
+
+/* ------------------------------------------------------------ OCI bundles */
+
+#define BL_OCI_SPEC_MAX	       (256u * 1024) /* what the agent accepts */
+#define BL_OCI_MAX_MOUNTS      64
+#define BL_OCI_MAX_ANNOTATIONS 1024
+
+/* A bind mount of a host path the host must share into the VM. */
+typedef struct bl_oci_bind {
+	char *source;	  /* absolute host path (from the untrusted spec) */
+	char *share_name; /* "m<k>": its name in the container's share directory */
+	bool readonly;
+} bl_oci_bind;
+
+typedef struct bl_oci_policy {
+	bool ignore_lsm;	   /* accept (and ignore) seccomp / AppArmor / SELinux settings */
+	bool ignore_hooks;	   /* accept (and ignore) hooks */
+	uint64_t memory_max_bytes; /* largest memory limit the VM can honour; 0: any */
+} bl_oci_policy;
+
+/* A bundle's config.json translated for the VM. */
+typedef struct bl_oci {
+	char *agent_spec; /* config.json for the agent's CreateContainer */
+	bl_oci_bind *binds;
+	size_t n_binds;
+	char **annotations; /* key, value, key, value, ..., NULL */
+	bool root_readonly;
+	bool terminal;
+	int64_t cpu_shares; /* 0: none (applied with UpdateContainer after create) */
+	/* What exec inherits: the spec process's env, cwd and "uid:gid". */
+	bl_image_defaults proc;
+	bool has_process;
+} bl_oci;
+
+/* Validates an untrusted OCI runtime spec and translates it: root.path is
+ * ignored, bind mounts of host paths become share-relative binds at
+ * `share_prefix`/m<k>, the guest's own proc/sys/dev mounts are dropped, and
+ * what the VM cannot honour is BL_EUNSUPPORTED (naming the field). */
+int bl_oci_translate(const char *spec_json, const char *share_prefix, const bl_oci_policy *pol,
+		     bl_oci *ret, bl_error_t *err);
+void bl_oci_clear(bl_oci *o);
+
+/* An OCI LinuxResources object as new limits (fields absent: -1). */
+typedef struct bl_oci_resources {
+	int64_t memory_limit, cpu_quota, cpu_period, cpu_shares, pids_limit;
+} bl_oci_resources;
+int bl_oci_resources_parse(const char *json, bl_oci_resources *ret, bl_error_t *err);

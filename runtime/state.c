@@ -81,7 +81,7 @@ static int write_json(const char *path, json_object *o, bl_error_t *err)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
 	_cleanup_free_ char *tmp = bl_asprintf("%s.tmp", path);
-	int r = bl_write_file(tmp, s, strlen(s), 0644, err);
+	int r = bl_write_file(tmp, s, strlen(s), 0600, err);
 	if (r < 0)
 		return r;
 	if (rename(tmp, path) < 0) {

@@ -719,3 +719,10 @@ void bl_vm_free(bl_vm *vm)
 		virConnectClose(vm->conn);
 	free(vm);
 }
+
+unsigned long bl_vm_libvirt_version(void)
+{
+	unsigned long v = 0;
+	(void)virGetVersion(&v, NULL, NULL);
+	return v;
+}

@@ -82,6 +82,8 @@ int bl_vm_destroy(bl_vm *vm, bl_error_t *err);
 /* Destroys the domain and drops the connection. Accepts NULL. */
 void bl_vm_free(bl_vm *vm);
 
+/* libvirt's version (major * 1000000 + minor * 1000 + micro), 0 if unknown. */
+unsigned long bl_vm_libvirt_version(void);
 /* Directory holding the shared warm capabilities cache. */
 const char *bl_vm_caps_cache_dir(void);
 

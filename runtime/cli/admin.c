@@ -3,14 +3,10 @@
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
-#include "image.h"
-#include "sandbox_internal.h"
-#include "vm.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <libvirt/libvirt.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -334,18 +330,16 @@ int cmd_info(int argc, char **argv)
 {
 	if (want_help(argc, argv, info_help))
 		return 0;
-	char why[200] = "";
-	bl_accel accel;
+	bl_host_info hi;
 	bl_error_t err = BL_ERROR_INIT;
-	if (bl_accel_choose(NULL, &accel, why, sizeof(why), &err) < 0)
+	if (bl_host_info_get(&hi, &err) < 0)
 		return cli_fail(&err);
-	unsigned long lv = 0;
-	(void)virGetVersion(&lv, NULL, NULL);
+	unsigned long lv = hi.libvirt_version;
 	_cleanup_free_ char *kernel = bl_default_kernel();
 	_cleanup_free_ char *initrd = bl_default_initrd();
 	_cleanup_free_ char *store = bl_image_store_path(NULL);
 	printf("boxlite:        %s\n", BOXLITE_VERSION);
-	printf("accelerator:    %s\n", why);
+	printf("accelerator:    %s\n", hi.accel_why);
 	printf("libvirt:        %lu.%lu.%lu (default: embedded driver qemu:///embed)\n",
 	       lv / 1000000, lv / 1000 % 1000, lv % 1000);
 	printf("qemu:           /usr/bin/qemu-system-x86_64 -M microvm\n");
@@ -353,7 +347,7 @@ int cmd_info(int argc, char **argv)
 	printf("guest initrd:   %s%s\n", initrd, access(initrd, R_OK) ? " (missing)" : "");
 	printf("state dir:      %s\n", bl_state_dir(NULL));
 	printf("image store:    %s\n", store);
-	printf("libvirt caps:   %s\n", bl_vm_caps_cache_dir());
+	printf("libvirt caps:   %s\n", hi.caps_cache_dir);
 	return 0;
 }
 
@@ -382,7 +376,7 @@ int cmd_ping(int argc, char **argv)
 	int rc = 0;
 	for (int i = 0; i < n && rc == 0; i++) {
 		uint64_t t0 = bl_now_monotonic_ns();
-		if (bl_agent_ping(sb->agent, NULL, 0, &err) < 0)
+		if (bl_sandbox_ping(sb, NULL, 0, &err) < 0)
 			rc = cli_fail(&err);
 		ms[i] = (double)(bl_now_monotonic_ns() - t0) / 1e6;
 	}
@@ -411,9 +405,9 @@ int cmd_check(int argc, char **argv)
 	cli_log_setup(argc > 1 && !strcmp(argv[1], "-v"));
 	_cleanup_free_ char *kernel = bl_default_kernel();
 	_cleanup_free_ char *initrd = bl_default_initrd();
-	bl_vm_probe_result res;
+	bl_probe_result res;
 	bl_error_t err = BL_ERROR_INIT;
-	if (bl_vm_probe(NULL, kernel, initrd, &res, &err) < 0) {
+	if (bl_host_probe(NULL, kernel, initrd, &res, &err) < 0) {
 		if (res.console_tail[0])
 			fprintf(stderr, "guest console (end):\n%s\n", res.console_tail);
 		bl_error_prefix(&err, "check failed");

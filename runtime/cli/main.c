@@ -23,6 +23,11 @@ static const char usage[] =
     "  logs ID                           print a sandbox's guest console log\n"
     "  info                              accelerator choice, versions, paths\n"
     "  check                             boot a probe VM: a host self-test\n"
+    "  pull [-q] REF                     pull an image from its registry (docker-style REF)\n"
+    "  images                            list images: name, digest, size, created, in use\n"
+    "  rmi [-f] REF...                   remove images (refused while a sandbox uses one)\n"
+    "  image import|prune|ls|rm|pull     import a local image, drop unused data, ...\n"
+    "  login -u USER REGISTRY, logout    registry credentials for pulls\n"
     "\n"
     "`boxlite COMMAND --help` describes each command.\n"
     "\n"
@@ -81,10 +86,25 @@ static const struct {
 	const char *name;
 	int (*fn)(int, char **);
 } commands[] = {
-    {"run", cmd_run},	  {"create", cmd_create},     {"exec", cmd_exec},
-    {"cp", cmd_cp},	  {"stop", cmd_stop},	      {"rm", cmd_rm},
-    {"ls", cmd_ls},	  {"logs", cmd_logs},	      {"info", cmd_info},
-    {"check", cmd_check}, {"__monitor", cmd_monitor}, {"__ping", cmd_ping},
+    {"run", cmd_run},
+    {"create", cmd_create},
+    {"exec", cmd_exec},
+    {"cp", cmd_cp},
+    {"stop", cmd_stop},
+    {"rm", cmd_rm},
+    {"ls", cmd_ls},
+    {"logs", cmd_logs},
+    {"info", cmd_info},
+    {"check", cmd_check},
+    {"__monitor", cmd_monitor},
+    {"__ping", cmd_ping},
+    /* images.c */
+    {"pull", cmd_pull},
+    {"images", cmd_images},
+    {"rmi", cmd_rmi},
+    {"image", cmd_image},
+    {"login", cmd_login},
+    {"logout", cmd_logout},
 };
 
 int main(int argc, char **argv)

@@ -3,8 +3,7 @@
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
-#include "cli_options.h"
-#include "monitor.h"
+#include "options.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -421,16 +420,17 @@ int cmd_create(int argc, char **argv)
 		cli_error("pipe: %s", strerror(errno));
 		return BL_EXIT_FAILURE;
 	}
-	/* The monitor's argv: __monitor FD --name ID <the create options>. */
-	char **margv = bl_malloc0((size_t)(argc + 6) * sizeof(char *));
-	int k = 0;
-	margv[k++] = "boxlite";
-	margv[k++] = "__monitor";
-	margv[k++] = "3";
-	margv[k++] = "--name";
-	margv[k++] = id;
-	for (int i = 1; i < argc; i++)
-		margv[k++] = argv[i];
+	/* The options go to the monitor through a pipe, never its argv: they
+	 * hold -e values and --python code, and every local user reads
+	 * /proc/PID/cmdline. The argv is only: __monitor READY_FD OPTIONS_FD. */
+	int ofd[2];
+	if (pipe2(ofd, O_CLOEXEC) < 0) {
+		cli_error("pipe: %s", strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		return BL_EXIT_FAILURE;
+	}
+	char *const margv[] = {"boxlite", "__monitor", "3", "4", NULL};
 	pid_t pid = fork();
 	if (pid < 0) {
 		cli_error("fork: %s", strerror(errno));
@@ -439,7 +439,7 @@ int cmd_create(int argc, char **argv)
 	if (pid == 0) {
 		(void)setsid();
 		int devnull = open("/dev/null", O_RDWR);
-		if (dup2(pfd[1], 3) < 0 || devnull < 0)
+		if (dup2(pfd[1], 3) < 0 || dup2(ofd[0], 4) < 0 || devnull < 0)
 			_exit(BL_EXIT_FAILURE);
 		dup2(devnull, 0);
 		dup2(devnull, 1);
@@ -448,7 +448,15 @@ int cmd_create(int argc, char **argv)
 		execv("/proc/self/exe", margv);
 		_exit(BL_EXIT_FAILURE);
 	}
-	free(margv);
+	close(ofd[0]);
+	/* "--name ID <the create options>", each NUL-terminated, then EOF. */
+	void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN);
+	bool wrote = bl_write_full(ofd[1], "--name", 7) == 0 &&
+		     bl_write_full(ofd[1], id, strlen(id) + 1) == 0;
+	for (int i = 1; wrote && i < argc; i++)
+		wrote = bl_write_full(ofd[1], argv[i], strlen(argv[i]) + 1) == 0;
+	signal(SIGPIPE, old_pipe);
+	close(ofd[1]);
 	close(pfd[1]);
 	int rc = wait_ready(pfd[0], pid, id);
 	close(pfd[0]);
@@ -480,14 +488,69 @@ static void report_ready(int fd, int code, const char *msg)
 	close(fd);
 }
 
+/* The create options from the CLI (NUL-separated, up to EOF) as an argv
+ * whose [0] is a placeholder; the strings live in *ret_blob. */
+static char **read_options(int fd, char **ret_blob, int *ret_n)
+{
+	size_t cap = 4096, len = 0, max = 16u << 20;
+	char *buf = bl_malloc0(cap);
+	for (;;) {
+		if (len == cap) {
+			if (cap >= max) {
+				free(buf);
+				close(fd);
+				return NULL;
+			}
+			cap *= 2;
+			buf = realloc(buf, cap);
+			if (!buf)
+				abort();
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			free(buf);
+			close(fd);
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	if (len && buf[len - 1] != '\0') {
+		free(buf);
+		return NULL;
+	}
+	int n = 1;
+	for (size_t i = 0; i < len; i++)
+		n += buf[i] == '\0';
+	char **v = bl_malloc0((size_t)(n + 1) * sizeof(char *));
+	int k = 0;
+	v[k++] = "monitor";
+	for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+		v[k++] = buf + i;
+	*ret_blob = buf;
+	*ret_n = k;
+	return v;
+}
+
 int cmd_monitor(int argc, char **argv)
 {
-	if (argc < 2)
+	if (argc != 3)
 		return BL_EXIT_FAILURE;
 	int ready = atoi(argv[1]);
+	int nopts = 0;
+	_cleanup_free_ char *blob = NULL;
+	_cleanup_free_ char **opts = read_options(atoi(argv[2]), &blob, &nopts);
 	bl_cli_opts c;
 	bl_error_t err = BL_ERROR_INIT;
-	if (bl_cli_parse(BL_CLI_CREATE, argc - 1, argv + 1, &c, &err) < 0) {
+	if (!opts) {
+		report_ready(ready, BL_EXIT_FAILURE, "monitor: could not read the options");
+		return BL_EXIT_FAILURE;
+	}
+	if (bl_cli_parse(BL_CLI_CREATE, nopts, opts, &c, &err) < 0) {
 		report_ready(ready, BL_EXIT_FAILURE, err.msg);
 		return BL_EXIT_FAILURE;
 	}

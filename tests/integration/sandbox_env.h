@@ -89,8 +89,10 @@ static void sb_env_teardown(void)
 /* Sandbox ids carry the test's prefix so its QEMUs can be counted. */
 static const char *sb_next_id(void)
 {
-	char *id = env.ids[env.n_ids++ % 64];
-	snprintf(id, sizeof(env.ids[0]), "bt%d-%d", (int)getpid(), env.n_ids);
+	/* Called from several threads at once (test_sandbox's parallel runs). */
+	int n = __atomic_add_fetch(&env.n_ids, 1, __ATOMIC_RELAXED);
+	char *id = env.ids[(n - 1) % 64];
+	snprintf(id, sizeof(env.ids[0]), "bt%d-%d", (int)getpid(), n);
 	return id;
 }
 

@@ -270,7 +270,7 @@ static void test_long_lived(void)
 	CU_ASSERT_EQUAL(r.rc, 125); /* running: needs stop or -f */
 	result_clear(&r);
 	/* The monitor's read-only image view lives as long as its VM. */
-	_cleanup_free_ char *share = bl_asprintf("%s/ll1/rootfs", env.state);
+	_cleanup_free_ char *share = bl_asprintf("%s/ll1/share/c0/rootfs", env.state);
 	CU_ASSERT(mounts_mention(share));
 	r = cli(NULL, (const char *const[]){"stop", "ll1", NULL});
 	CU_ASSERT_EQUAL(r.rc, 0);
@@ -340,7 +340,7 @@ static void test_dead_owner_gc(void)
 	/* As a child subreaper (bl_host_prepare) we inherited the monitor. */
 	(void)waitpid(info.pid, NULL, 0);
 	/* Its read-only image view outlived it until the garbage collection. */
-	_cleanup_free_ char *share = bl_asprintf("%s/gc1/rootfs", env.state);
+	_cleanup_free_ char *share = bl_asprintf("%s/gc1/share/c0/rootfs", env.state);
 	CU_ASSERT(mounts_mention(share));
 	r = cli(NULL, (const char *const[]){"ls", NULL});
 	CU_ASSERT_EQUAL(r.rc, 0);

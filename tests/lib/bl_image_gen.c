@@ -1,7 +1,7 @@
 #include "bl_image_gen.h"
 #include "bl_cleanup.h"
 #include "bl_util.h"
-#include "sha256.h"
+#include "bl_digest.h"
 
 #include <archive.h>
 #include <archive_entry.h>

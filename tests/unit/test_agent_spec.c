@@ -6,6 +6,7 @@
 
 #include <linux/capability.h>
 #include <stdio.h>
+#include <sys/mount.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -50,7 +51,8 @@ static void test_full_spec(void)
 	    "\"mounts\":[{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"},"
 	    "{\"destination\":\"/scratch\",\"type\":\"tmpfs\",\"source\":\"tmpfs\","
 	    "\"options\":[\"nosuid\",\"size=1m\",\"mode=1777\"]},"
-	    "{\"destination\":\"/etc/hosts\",\"type\":\"bind\",\"source\":\"/x\"}],"
+	    "{\"destination\":\"/etc/hosts\",\"type\":\"bind\",\"source\":\"c0/m0\","
+	    "\"options\":[\"rbind\",\"ro\"]}],"
 	    "\"linux\":{\"resources\":{\"memory\":{\"limit\":134217728},"
 	    "\"pids\":{\"limit\":64},\"cpu\":{\"quota\":50000,\"period\":100000}},"
 	    "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"}]}}";
@@ -85,6 +87,11 @@ static void test_full_spec(void)
 	CU_ASSERT_EQUAL(s->n_mounts, 1);
 	CU_ASSERT_STRING_EQUAL(s->mounts[0].destination, "/scratch");
 	CU_ASSERT_STRING_EQUAL(s->mounts[0].data, "size=1m,mode=1777");
+	/* Bind mounts: share-relative sources, mounted by the agent. */
+	CU_ASSERT_EQUAL(s->n_binds, 1);
+	CU_ASSERT_STRING_EQUAL(s->binds[0].source, "c0/m0");
+	CU_ASSERT_STRING_EQUAL(s->binds[0].destination, "/etc/hosts");
+	CU_ASSERT(s->binds[0].flags & MS_RDONLY);
 	agent_spec_free(s);
 }
 
@@ -183,6 +190,16 @@ static char *big_args(size_t n, const char *item)
 
 static void test_hostile(void)
 {
+	/* Bind sources must stay inside the share; unknown options are refused. */
+	parse_bad("{\"mounts\":[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":"
+		  "\"/etc\"}]}",
+		  "share-relative");
+	parse_bad("{\"mounts\":[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":"
+		  "\"c0/../../etc\"}]}",
+		  "share-relative");
+	parse_bad("{\"mounts\":[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":"
+		  "\"c0/m0\",\"options\":[\"suidonly\"]}]}",
+		  "not supported");
 	_cleanup_free_ char *many = big_args(AGENT_SPEC_MAX_ARGS + 1, "\"a\"");
 	parse_bad(many, "more than");
 	_cleanup_free_ char *ok = big_args(AGENT_SPEC_MAX_ARGS, "\"a\"");

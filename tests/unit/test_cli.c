@@ -1,6 +1,6 @@
 /* Option parsing of boxlite run / create / exec. */
 #include "bl_test.h"
-#include "cli_options.h"
+#include "options.h"
 
 #include <stdlib.h>
 #include <string.h>

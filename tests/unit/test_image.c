@@ -7,7 +7,7 @@
 #include "bl_cleanup.h"
 #include "bl_util.h"
 #include "image.h"
-#include "sha256.h"
+#include "bl_digest.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -289,6 +289,44 @@ static void test_docker_layer_tampered(void)
 	CU_ASSERT_EQUAL(resolve_code(&f, f.src, NULL, &err), BL_EPROTO);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "digest mismatch"));
 	assert_clean(&f);
+	fixture_free(&f);
+}
+
+/* issue 10 finding 5: a docker archive keeps its legitimate manifest.json and
+ * config but carries a different layer, gzipped, under <id>/layer.tar. The key
+ * is the manifest's digest, so accepting it would poison the cache for the
+ * legitimate image: every layer must match its diff_id after decompression. */
+static void test_docker_layer_tampered_gzip(void)
+{
+	fixture f;
+	fixture_init(&f, "img-docker-gz");
+	static const bl_gen_entry l1[] = {E("a", BL_GEN_FILE, "a"), END};
+	bl_gen_layer layers[] = {{l1, false}};
+	bl_gen_docker_dir(f.src, layers, 1, NULL);
+	static const bl_gen_entry evil[] = {E("b", BL_GEN_FILE, "evil"), END};
+	void *tar;
+	size_t len;
+	char id[65];
+	bl_gen_tar(l1, false, &tar, &len);
+	bl_sha256_hex(tar, len, id);
+	free(tar);
+	bl_gen_tar(evil, true, &tar, &len);
+	_cleanup_free_ char *path = bl_asprintf("%s/%s/layer.tar", f.src, id);
+	bl_gen_write(path, tar, len);
+	free(tar);
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_EQUAL(resolve_code(&f, f.src, NULL, &err), BL_EPROTO);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "digest mismatch"));
+	assert_clean(&f);
+	/* The legitimate archive, gzipped layer and all, is still accepted. */
+	(void)bl_rm_rf(f.src, NULL);
+	bl_gen_docker_dir(f.src, layers, 1, NULL);
+	bl_gen_tar(l1, true, &tar, &len);
+	bl_gen_write(path, tar, len);
+	free(tar);
+	_cleanup_free_ char *rootfs = NULL;
+	CU_ASSERT_EQUAL(bl_image_resolve(f.src, f.store, &rootfs, NULL, &err), 0);
+	CU_ASSERT_TRUE(rootfs && exists(rootfs, "a") && !exists(rootfs, "b"));
 	fixture_free(&f);
 }
 
@@ -844,6 +882,7 @@ int main(void)
 	    {"oci_layout_whiteouts", test_oci_layout_whiteouts},
 	    {"docker_archive", test_docker_archive},
 	    {"docker_layer_tampered", test_docker_layer_tampered},
+	    {"docker_layer_tampered_gzip", test_docker_layer_tampered_gzip},
 	    {"oci_tarball_gzip", test_oci_tarball_gzip},
 	    {"cache_hit", test_cache_hit},
 	    {"concurrent_resolve", test_concurrent_resolve},

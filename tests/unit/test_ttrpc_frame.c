@@ -3,6 +3,7 @@
 #include "ttrpc_internal.h"
 #include "task.pb-c.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/wait.h>
 
@@ -303,7 +304,13 @@ static void test_code_mapping(void)
 	CU_ASSERT_EQUAL(ttrpc_code_to_bl(TTRPC_UNIMPLEMENTED), BL_EUNSUPPORTED);
 	CU_ASSERT_EQUAL(ttrpc_code_from_bl(-BL_ENOTFOUND), TTRPC_NOT_FOUND);
 	CU_ASSERT_EQUAL(ttrpc_code_from_bl(BL_EEXIST), TTRPC_ALREADY_EXISTS);
-	CU_ASSERT_EQUAL(ttrpc_code_from_bl(BL_ESYSTEM), TTRPC_UNKNOWN);
+	CU_ASSERT_EQUAL(ttrpc_code_from_bl(BL_ESYSTEM), TTRPC_INTERNAL);
+	/* One map both ways: every bl_code survives a round trip. */
+	for (int c = BL_OK; c <= BL_EUNSUPPORTED; c++)
+		CU_ASSERT_EQUAL(ttrpc_code_to_bl(ttrpc_code_from_bl(c)), c);
+	bl_error_t eperm = {.code = BL_ESYSTEM, .sys_errno = EPERM};
+	CU_ASSERT_EQUAL(ttrpc_code_from_error(&eperm), TTRPC_PERMISSION_DENIED);
+	CU_ASSERT_EQUAL(ttrpc_code_to_bl(TTRPC_PERMISSION_DENIED), BL_ESYSTEM);
 	CU_ASSERT_STRING_EQUAL(ttrpc_code_name(TTRPC_UNIMPLEMENTED), "Unimplemented");
 	CU_ASSERT_STRING_EQUAL(ttrpc_code_name(99), "Code(?)");
 }

@@ -1,13 +1,19 @@
-#include "cli_options.h"
+#include "options.h"
 #include "bl_cleanup.h"
 #include "bl_util.h"
-#include "spec.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* "K=V" with a non-empty K (the library checks again). */
+static bool valid_env(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	return eq && eq != kv;
+}
 
 enum {
 	OPT_IMAGE = 256,
@@ -118,7 +124,7 @@ static int parse_one(int opt, const char *arg, bl_cli_opts *c, bl_error_t *err)
 			strv_push(&c->env, kv);
 			return 0;
 		}
-		if (!bl_spec_valid_env(arg))
+		if (!valid_env(arg))
 			return bl_set_error(err, BL_EINVAL, "-e: '%s' is not K=V", arg);
 		strv_push(&c->env, arg);
 		return 0;

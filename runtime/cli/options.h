@@ -1,6 +1,7 @@
 /*
- * Option parsing of the `boxlite` CLI's run/create/exec commands, kept in the
- * library so unit tests reach it.
+ * Option parsing of the `boxlite` CLI's run/create/exec commands (also linked
+ * into tests/unit/test_cli). Like all of runtime/cli/, it uses the public API
+ * (boxlite.h) only.
  */
 #pragma once
 
