@@ -7,7 +7,7 @@
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
-#include "sha256.h"
+#include "bl_digest.h"
 #include "task.pb-c.h"
 
 #include <errno.h>
@@ -294,6 +294,18 @@ static bool proc_is_shim(pid_t pid)
 	return strstr(exe, SHIM_NAME) != NULL;
 }
 
+/* Exists and is not a zombie. */
+static bool proc_alive(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_free_ char *buf = NULL;
+	if (bl_read_file(path, 4096, &buf, NULL, NULL) < 0)
+		return false;
+	const char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
 /* Cleans up after a shim containerd cannot reach: its VM, mounts, socket. */
 static int action_delete(const shim_flags *f)
 {
@@ -322,15 +334,21 @@ static int action_delete(const shim_flags *f)
 		pid_t sp = (pid_t)strtol(pidbuf, NULL, 10);
 		if (sp > 1 && proc_is_shim(sp)) {
 			(void)kill(sp, SIGKILL);
-			for (int i = 0; i < 200 && kill(sp, 0) == 0 && proc_is_shim(sp); i++)
+			for (int i = 0; i < 500 && proc_alive(sp); i++)
 				usleep(10000);
 		}
 	}
 	char sid[BL_SANDBOX_ID_MAX + 1];
 	shim_sandbox_id(f->namespace_, group, sid, sizeof(sid));
 	bl_error_t rerr = BL_ERROR_INIT;
-	if (!pod_member && bl_sandbox_remove(NULL, sid, false, &rerr) < 0 &&
-	    rerr.code != BL_ENOTFOUND)
+	int rr = pod_member ? 0 : bl_sandbox_remove(NULL, sid, false, &rerr);
+	for (int i = 0; rr < 0 && rerr.code == BL_ESTATE && i < 20; i++) {
+		/* Its owner is still going away. */
+		usleep(100000);
+		bl_error_clear(&rerr);
+		rr = bl_sandbox_remove(NULL, sid, false, &rerr);
+	}
+	if (rr < 0 && rerr.code != BL_ENOTFOUND)
 		fprintf(stderr, SHIM_NAME ": remove sandbox %s: %s\n", sid, rerr.msg);
 	bl_error_t uerr = BL_ERROR_INIT;
 	if (shim_unmount_all("rootfs", &uerr) < 0)

@@ -24,6 +24,8 @@
 /* Guest RAM on top of the container's memory limit for the kernel and agent. */
 #define SHIM_GUEST_OVERHEAD_MIB 40
 #define SHIM_DEFAULT_MEMORY_MIB 256
+/* A Kubernetes pod's VM holds several containers. */
+#define SHIM_POD_MEMORY_MIB 512
 
 /* Command-line flags (Go flag style), shared by every action. */
 typedef struct shim_flags {
@@ -116,7 +118,7 @@ void shim_stdio_close_stdin(shim_stdio *io);
 /* Waits up to timeout_ms for the output pumps to reach end of stream (each
  * closes its writer end there, so the client sees EOF); true when they did. */
 bool shim_stdio_wait_output(shim_stdio *io, int timeout_ms);
-/* Closes everything (stops the stdin pump, waits for a logger). */
+/* Closes everything (stops the stdin pump, waits for a logger); the paths stay. */
 void shim_stdio_close(shim_stdio *io);
 
 /* ------------------------------------------------------------ service */

@@ -426,10 +426,6 @@ void shim_stdio_close(shim_stdio *io)
 	if (io->logger > 0)
 		reap_logger(io->logger);
 	io->logger = 0;
-	free(io->stdin_path);
-	free(io->stdout_path);
-	free(io->stderr_path);
-	io->stdin_path = io->stdout_path = io->stderr_path = NULL;
 	if (io->inited) {
 		pthread_mutex_destroy(&io->lock);
 		pthread_cond_destroy(&io->cond);

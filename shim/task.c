@@ -12,6 +12,7 @@
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
+#include "cgroups_v2.pb-c.h"
 #include "events.pb-c.h"
 #include "task.pb-c.h"
 
@@ -54,7 +55,8 @@ struct stask {
 	char *id, *bundle;
 	char *rootfs; /* <bundle>/rootfs */
 	bool mounted;
-	bl_sandbox *sb;
+	bl_container *c;
+	char cid[BL_CONTAINER_ID_MAX + 1]; /* the container's id in the VM */
 	sproc init;
 	sproc *execs;
 	bool paused;
@@ -69,6 +71,9 @@ struct shim_service {
 	pthread_cond_t cond;
 	stask *tasks;
 	bool shutdown;
+	/* The group's VM (one per shim): made by the first Create, gone with the last Delete. */
+	bl_sandbox *vm;
+	pthread_mutex_t vm_lock; /* serializes boot and destroy */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -232,6 +237,10 @@ static void start_waiter(shim_service *s, sproc *p)
 static void proc_release(sproc *p)
 {
 	shim_stdio_close(&p->io);
+	free(p->io.stdin_path);
+	free(p->io.stdout_path);
+	free(p->io.stderr_path);
+	p->io.stdin_path = p->io.stdout_path = p->io.stderr_path = NULL;
 	if (p->has_waiter)
 		pthread_join(p->waiter, NULL);
 	p->has_waiter = false;
@@ -252,40 +261,96 @@ static int write_bundle_state(stask *t, pid_t pid)
 	return bl_write_file(path, text, strlen(text), 0600, NULL);
 }
 
-static int boot_sandbox(shim_service *s, stask *t, const shim_spec *spec, bool stdin_open,
-			bl_error_t *err)
+/* Boots the group's VM (a bare sandbox) unless it runs; sized from the first spec. */
+static int ensure_vm(shim_service *s, stask *t, const shim_spec *spec, bl_error_t *err)
 {
+	pthread_mutex_lock(&s->vm_lock);
+	if (s->vm) {
+		pthread_mutex_unlock(&s->vm_lock);
+		return 0;
+	}
 	char sid[BL_SANDBOX_ID_MAX + 1];
 	_cleanup_free_ char *group = shim_group_id(spec, t->id);
 	shim_sandbox_id(s->ns, group, sid, sizeof(sid));
 	/* A leftover of an earlier shim of this group (SIGKILLed, not cleaned up). */
 	(void)bl_sandbox_remove(NULL, sid, false, NULL);
+	bool pod = spec->container_type && !strcmp(spec->container_type, "sandbox");
 	bl_sandbox_options o = {
 	    .id = sid,
-	    .rootfs = t->rootfs,
-	    .memory_mib = shim_spec_memory_mib(spec),
+	    .memory_mib = pod && !spec->memory_limit ? SHIM_POD_MEMORY_MIB
+						     : shim_spec_memory_mib(spec),
 	    .vcpus = spec->vcpus,
-	    .pids_max = spec->pids_limit > 0 && spec->pids_limit < 1000000
-			    ? (unsigned)spec->pids_limit
-			    : 0,
-	    .args = (const char *const *)spec->args,
-	    .env = (const char *const *)spec->env,
-	    .cwd = spec->cwd,
-	    .user = spec->user,
-	    .hostname = spec->hostname,
-	    .tty = spec->terminal,
-	    .stdin_open = stdin_open,
 	    .owner = "shim",
+	    .bare = true,
 	};
-	if (!spec->args || !spec->args[0])
-		return bl_set_error(err, BL_EINVAL, "config.json has no process.args");
 	uint64_t t0 = bl_now_monotonic_ns();
-	int r = bl_sandbox_create(&o, &t->sb, err);
-	if (r < 0)
+	bl_sandbox *vm = NULL;
+	int r = bl_sandbox_create(&o, &vm, err);
+	if (r < 0) {
+		pthread_mutex_unlock(&s->vm_lock);
 		return bl_error_prefix(err, "create VM");
-	bl_info("%s: VM %s up in %.0f ms (%s)", t->id, sid,
-		(double)(bl_now_monotonic_ns() - t0) / 1e6, bl_sandbox_accel_reason(t->sb));
+	}
+	bl_info("%s: VM %s (%u MiB) up in %.0f ms (%s)", t->id, sid, o.memory_mib,
+		(double)(bl_now_monotonic_ns() - t0) / 1e6, bl_sandbox_accel_reason(vm));
+	pthread_mutex_lock(&s->lock);
+	s->vm = vm;
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->vm_lock);
 	return 0;
+}
+
+/* Destroys the VM once no task is left in it. */
+static void release_vm_if_unused(shim_service *s)
+{
+	pthread_mutex_lock(&s->vm_lock);
+	pthread_mutex_lock(&s->lock);
+	bl_sandbox *vm = s->tasks ? NULL : s->vm;
+	if (vm)
+		s->vm = NULL;
+	pthread_mutex_unlock(&s->lock);
+	if (vm) {
+		bl_sandbox_destroy(vm);
+		bl_info("VM released");
+	}
+	pthread_mutex_unlock(&s->vm_lock);
+}
+
+/* containerd ids (up to 76 characters) as libboxlite container ids. */
+static void container_id_for(const char *id, char *buf, size_t len)
+{
+	size_t n = strlen(id);
+	bool ok = n > 0 && n <= BL_CONTAINER_ID_MAX && strcmp(id, ".") && strcmp(id, "..");
+	for (const char *c = id; ok && *c; c++)
+		ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		     (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-';
+	if (ok) {
+		snprintf(buf, len, "%s", id);
+		return;
+	}
+	char sid[BL_SANDBOX_ID_MAX + 1];
+	shim_sandbox_id("container", id, sid, sizeof(sid));
+	snprintf(buf, len, "%s", sid);
+}
+
+static int create_container(shim_service *s, stask *t, const shim_spec *spec, bool tty,
+			    bool stdin_open, bl_error_t *err)
+{
+	container_id_for(t->id, t->cid, sizeof(t->cid));
+	bl_container_options o = {
+	    .id = t->cid,
+	    .spec_json = spec->json,
+	    .rootfs = t->rootfs,
+	    .readonly_rootfs = spec->root_readonly,
+	    .tty = tty,
+	    .stdin_open = stdin_open,
+	};
+	pthread_mutex_lock(&s->lock);
+	bl_sandbox *vm = s->vm;
+	pthread_mutex_unlock(&s->lock);
+	if (!vm)
+		return bl_set_error(err, BL_ESTATE, "the VM is gone");
+	int r = bl_container_create(vm, &o, &t->c, err);
+	return r < 0 ? bl_error_prefix(err, "create container %s", t->id) : 0;
 }
 
 /* ------------------------------------------------------------ handlers */
@@ -379,10 +444,14 @@ static int do_create(shim_service *s, stask *t, Containerd__Task__V2__CreateTask
 	p->io.terminal = req->terminal;
 	if (shim_stdio_open(&p->io, t->id, s->ns, err) < 0)
 		return bl_error_prefix(err, "stdio");
-	spec.terminal = req->terminal;
-	if (boot_sandbox(s, t, &spec, req->stdin && *req->stdin, err) < 0)
+	if (ensure_vm(s, t, &spec, err) < 0)
 		return -BL_EBACKEND;
-	p->pid = (uint32_t)bl_sandbox_qemu_pid(t->sb);
+	int r = create_container(s, t, &spec, req->terminal, req->stdin && *req->stdin, err);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->lock);
+	p->pid = s->vm ? (uint32_t)bl_sandbox_qemu_pid(s->vm) : 0;
+	pthread_mutex_unlock(&s->lock);
 	if (!p->pid)
 		p->pid = (uint32_t)getpid();
 	(void)write_bundle_state(t, (pid_t)p->pid);
@@ -391,9 +460,11 @@ static int do_create(shim_service *s, stask *t, Containerd__Task__V2__CreateTask
 
 static void undo_create(stask *t)
 {
-	if (t->sb)
-		bl_sandbox_destroy(t->sb);
-	t->sb = NULL;
+	if (t->c) {
+		bl_error_t ignored = BL_ERROR_INIT;
+		(void)bl_container_delete(t->c, &ignored);
+	}
+	t->c = NULL;
 	if (t->mounted)
 		(void)shim_unmount_all(t->rootfs, NULL);
 	t->mounted = false;
@@ -414,13 +485,6 @@ static int h_create(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 		pthread_mutex_unlock(&s->lock);
 		code = ttrpc_reply_error(reply, TTRPC_ALREADY_EXISTS, "container %s: already exists",
 					 req->id);
-		goto out;
-	}
-	if (s->tasks) {
-		/* Pod containers in the pod's VM need libboxlite's container layer. */
-		pthread_mutex_unlock(&s->lock);
-		code = ttrpc_reply_error(reply, TTRPC_UNIMPLEMENTED,
-					 "a second container in one VM is not supported yet");
 		goto out;
 	}
 	stask *t = bl_malloc0(sizeof(*t));
@@ -446,6 +510,7 @@ static int h_create(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 		bl_error_log("create %s: %s", req->id, err.msg);
 		undo_create(t);
 		task_free(t);
+		release_vm_if_unused(s);
 		code = ttrpc_reply_error(reply, bl_to_status(r), "%s", err.msg);
 		goto out;
 	}
@@ -475,17 +540,13 @@ static int start_process(shim_service *s, stask *t, sproc *p, bl_error_t *err)
 	bl_process *bp = NULL;
 	int r;
 	if (!p->exec_id[0]) {
-		r = bl_sandbox_start(t->sb, &bp, err);
+		r = bl_container_start(t->c, &bp, err);
 	} else {
-		bl_process_options po = {
-		    .args = (const char *const *)p->spec.args,
-		    .env = (const char *const *)p->spec.env,
-		    .cwd = p->spec.cwd,
-		    .user = p->spec.user,
-		    .tty = p->io.terminal,
-		    .stdin_open = p->io.stdin_path && *p->io.stdin_path,
-		};
-		r = bl_sandbox_exec(t->sb, &po, &bp, err);
+		/* containerd's exec ids are the library's when they fit its alphabet. */
+		char eid[BL_EXEC_ID_MAX + 1];
+		container_id_for(p->exec_id, eid, sizeof(eid));
+		r = bl_container_exec(t->c, eid, p->spec.json, p->io.terminal,
+				      p->io.stdin_path && *p->io.stdin_path, &bp, err);
 	}
 	if (r < 0)
 		return r;
@@ -536,6 +597,8 @@ static int h_start(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 		 * delete a created task). */
 		(void)set_exited(s, p, 128 + SIGKILL);
 		pthread_mutex_unlock(&s->lock);
+		/* The client waits for end of file on its FIFOs before it deletes. */
+		shim_stdio_close(&p->io);
 		bl_error_log("start %s: %s", proc_name(p), err.msg);
 		code = ttrpc_reply_error(reply, bl_to_status(r), "%s", err.msg);
 		goto out;
@@ -651,7 +714,7 @@ static int h_wait(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	return code;
 }
 
-static int signal_proc(shim_service *s, sproc *p, int sig, bl_error_t *err)
+static int signal_proc(shim_service *s, sproc *p, int sig, bool all, bl_error_t *err)
 {
 	if (p->state == P_CREATED && !p->starting) {
 		/* Never started: it ends here, as runc's created-but-not-started init would. */
@@ -665,8 +728,10 @@ static int signal_proc(shim_service *s, sproc *p, int sig, bl_error_t *err)
 	if (p->state != P_RUNNING || !p->p)
 		return bl_set_error(err, BL_ENOTFOUND, "process already finished");
 	bl_process *bp = p->p;
+	bl_container *c = p->task->c;
+	bool init = !p->exec_id[0];
 	pthread_mutex_unlock(&s->lock);
-	int r = bl_process_signal(bp, sig, err);
+	int r = init && all ? bl_container_signal(c, sig, true, err) : bl_process_signal(bp, sig, err);
 	pthread_mutex_lock(&s->lock);
 	return r;
 }
@@ -693,15 +758,7 @@ static int h_kill(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 					 req->signal);
 	}
 	bl_error_t err = BL_ERROR_INIT;
-	int r = signal_proc(s, p, (int)req->signal, &err);
-	if (r == 0 && req->all && !p->exec_id[0]) {
-		/* Every process of the container (its execs; init's children go with it). */
-		for (sproc *e = t->execs; e; e = e->next) {
-			bl_error_t ignored = BL_ERROR_INIT;
-			if (e->state == P_RUNNING)
-				(void)signal_proc(s, e, (int)req->signal, &ignored);
-		}
-	}
+	int r = signal_proc(s, p, (int)req->signal, req->all, &err);
 	pthread_mutex_unlock(&s->lock);
 	if (r < 0)
 		code = ttrpc_reply_error(reply, bl_to_status(r), "%s", err.msg);
@@ -845,9 +902,12 @@ static int h_delete(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	/* The VM goes first: the pumps' reads then end, and nothing holds the rootfs. */
 	for (sproc *e = t->execs; e; e = e->next)
 		shim_stdio_close(&e->io);
-	if (t->sb)
-		bl_sandbox_destroy(t->sb);
-	t->sb = NULL;
+	if (t->c) {
+		bl_error_t derr = BL_ERROR_INIT;
+		if (bl_container_delete(t->c, &derr) < 0)
+			bl_warn("delete %s in the VM: %s", t->id, derr.msg);
+	}
+	t->c = NULL;
 	proc_release(p);
 	while (t->execs) {
 		sproc *e = t->execs;
@@ -881,44 +941,190 @@ static int h_delete(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	task_free(t);
+	release_vm_if_unused(s);
 out:
 	protobuf_c_message_free_unpacked(&req->base, NULL);
 	return code;
 }
 
+/* The task of a request that names one (under the lock), or NULL. */
+static bl_container *running_container(shim_service *s, const char *id, stask **ret)
+{
+	stask *t = task_find(s, id);
+	*ret = t;
+	return t && !t->busy && t->init.state == P_RUNNING ? t->c : NULL;
+}
+
 static int h_pids(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__PidsRequest, containerd__task__v2__pids_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__PidsRequest, containerd__task__v2__pids_request, req,
+		       call, reply);
+	stask *t;
 	pthread_mutex_lock(&s->lock);
-	stask *t = task_find(s, req->id);
-	if (!t) {
-		pthread_mutex_unlock(&s->lock);
-		protobuf_c_message_free_unpacked(&req->base, NULL);
+	bl_container *c = running_container(s, req->id, &t);
+	pthread_mutex_unlock(&s->lock);
+	protobuf_c_message_free_unpacked(&req->base, NULL);
+	if (!t)
 		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "container not found");
-	}
+	_cleanup_free_ uint32_t *pids = NULL;
 	size_t n = 0;
-	Containerd__Task__V2__ProcessInfo infos[64];
-	Containerd__Task__V2__ProcessInfo *ptrs[64];
-	if (t->init.state == P_RUNNING) {
-		containerd__task__v2__process_info__init(&infos[n]);
-		infos[n].pid = t->init.guest_pid;
-		ptrs[n] = &infos[n];
-		n++;
-	}
-	for (sproc *e = t->execs; e && n < 64; e = e->next) {
-		if (e->state != P_RUNNING)
-			continue;
-		containerd__task__v2__process_info__init(&infos[n]);
-		infos[n].pid = e->guest_pid;
-		ptrs[n] = &infos[n];
-		n++;
+	bl_error_t err = BL_ERROR_INIT;
+	if (c && bl_container_pids(c, &pids, &n, &err) < 0)
+		return ttrpc_reply_error(reply, bl_to_status(err.code), "pids: %s", err.msg);
+	_cleanup_free_ Containerd__Task__V2__ProcessInfo *infos =
+	    bl_malloc0((n + 1) * sizeof(*infos));
+	_cleanup_free_ Containerd__Task__V2__ProcessInfo **ptrs =
+	    bl_malloc0((n + 1) * sizeof(*ptrs));
+	for (size_t i = 0; i < n; i++) {
+		containerd__task__v2__process_info__init(&infos[i]);
+		infos[i].pid = pids[i];
+		ptrs[i] = &infos[i];
 	}
 	Containerd__Task__V2__PidsResponse resp = CONTAINERD__TASK__V2__PIDS_RESPONSE__INIT;
 	resp.n_processes = n;
 	resp.processes = ptrs;
-	int code = ttrpc_reply_message(reply, &resp.base);
+	return ttrpc_reply_message(reply, &resp.base);
+}
+
+static int h_stats(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	shim_service *s = user;
+	UNPACK_OR_FAIL(Containerd__Task__V2__StatsRequest, containerd__task__v2__stats_request, req,
+		       call, reply);
+	stask *t;
+	pthread_mutex_lock(&s->lock);
+	bl_container *c = running_container(s, req->id, &t);
 	pthread_mutex_unlock(&s->lock);
+	protobuf_c_message_free_unpacked(&req->base, NULL);
+	if (!c)
+		return ttrpc_reply_error(reply, t ? TTRPC_FAILED_PRECONDITION : TTRPC_NOT_FOUND,
+					 "container not running");
+	bl_stats st;
+	bl_error_t err = BL_ERROR_INIT;
+	if (bl_container_stats(c, &st, &err) < 0)
+		return ttrpc_reply_error(reply, bl_to_status(err.code), "stats: %s", err.msg);
+	Io__Containerd__Cgroups__V2__PidsStat pids = IO__CONTAINERD__CGROUPS__V2__PIDS_STAT__INIT;
+	pids.current = st.pids_current;
+	pids.limit = st.pids_max;
+	Io__Containerd__Cgroups__V2__CPUStat cpu = IO__CONTAINERD__CGROUPS__V2__CPUSTAT__INIT;
+	cpu.usage_usec = st.cpu_usage_usec;
+	cpu.user_usec = st.cpu_user_usec;
+	cpu.system_usec = st.cpu_system_usec;
+	cpu.nr_periods = st.cpu_nr_periods;
+	cpu.nr_throttled = st.cpu_nr_throttled;
+	cpu.throttled_usec = st.cpu_throttled_usec;
+	Io__Containerd__Cgroups__V2__MemoryStat mem = IO__CONTAINERD__CGROUPS__V2__MEMORY_STAT__INIT;
+	mem.anon = st.memory_anon;
+	mem.file = st.memory_file;
+	mem.usage = st.memory_current;
+	mem.usage_limit = st.memory_max;
+	mem.max_usage = st.memory_peak;
+	Io__Containerd__Cgroups__V2__MemoryEvents ev =
+	    IO__CONTAINERD__CGROUPS__V2__MEMORY_EVENTS__INIT;
+	ev.low = st.events_low;
+	ev.high = st.events_high;
+	ev.max = st.events_max;
+	ev.oom = st.events_oom;
+	ev.oom_kill = st.events_oom_kill;
+	Io__Containerd__Cgroups__V2__Metrics m = IO__CONTAINERD__CGROUPS__V2__METRICS__INIT;
+	m.pids = &pids;
+	m.cpu = &cpu;
+	m.memory = &mem;
+	m.memory_events = &ev;
+	uint8_t buf[512];
+	size_t len = io__containerd__cgroups__v2__metrics__get_packed_size(&m);
+	if (len > sizeof(buf))
+		return ttrpc_reply_error(reply, TTRPC_INTERNAL, "stats too large");
+	io__containerd__cgroups__v2__metrics__pack(&m, buf);
+	Containerd__Types__Any any = CONTAINERD__TYPES__ANY__INIT;
+	any.type_url = (char *)io__containerd__cgroups__v2__metrics__descriptor.name;
+	any.value.data = buf;
+	any.value.len = len;
+	Containerd__Task__V2__StatsResponse resp = CONTAINERD__TASK__V2__STATS_RESPONSE__INIT;
+	resp.stats = &any;
+	return ttrpc_reply_message(reply, &resp.base);
+}
+
+static int pause_resume(shim_service *s, const char *id, bool pause, ttrpc_reply *reply)
+{
+	stask *t;
+	pthread_mutex_lock(&s->lock);
+	bl_container *c = running_container(s, id, &t);
+	bool already = t && t->paused == pause;
+	pthread_mutex_unlock(&s->lock);
+	if (!c)
+		return ttrpc_reply_error(reply, t ? TTRPC_FAILED_PRECONDITION : TTRPC_NOT_FOUND,
+					 "container %s not running", id);
+	if (already)
+		return ttrpc_reply_error(reply, TTRPC_FAILED_PRECONDITION, "container %s is %s",
+					 id, pause ? "paused already" : "not paused");
+	bl_error_t err = BL_ERROR_INIT;
+	int r = pause ? bl_container_pause(c, &err) : bl_container_resume(c, &err);
+	if (r < 0)
+		return ttrpc_reply_error(reply, bl_to_status(r), "%s: %s",
+					 pause ? "pause" : "resume", err.msg);
+	pthread_mutex_lock(&s->lock);
+	t->paused = pause;
+	pthread_mutex_unlock(&s->lock);
+	if (pause) {
+		Containerd__Events__TaskPaused ev = CONTAINERD__EVENTS__TASK_PAUSED__INIT;
+		ev.container_id = (char *)id;
+		shim_publish(s->pub, "/tasks/paused", &ev.base);
+	} else {
+		Containerd__Events__TaskResumed ev = CONTAINERD__EVENTS__TASK_RESUMED__INIT;
+		ev.container_id = (char *)id;
+		shim_publish(s->pub, "/tasks/resumed", &ev.base);
+	}
+	Containerd__Types__Empty e = CONTAINERD__TYPES__EMPTY__INIT;
+	return ttrpc_reply_message(reply, &e.base);
+}
+
+static int h_pause(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	UNPACK_OR_FAIL(Containerd__Task__V2__PauseRequest, containerd__task__v2__pause_request, req,
+		       call, reply);
+	int code = pause_resume(user, req->id, true, reply);
+	protobuf_c_message_free_unpacked(&req->base, NULL);
+	return code;
+}
+
+static int h_resume(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	UNPACK_OR_FAIL(Containerd__Task__V2__ResumeRequest, containerd__task__v2__resume_request,
+		       req, call, reply);
+	int code = pause_resume(user, req->id, false, reply);
+	protobuf_c_message_free_unpacked(&req->base, NULL);
+	return code;
+}
+
+static int h_update(void *user, const ttrpc_call *call, ttrpc_reply *reply)
+{
+	shim_service *s = user;
+	UNPACK_OR_FAIL(Containerd__Task__V2__UpdateTaskRequest,
+		       containerd__task__v2__update_task_request, req, call, reply);
+	stask *t;
+	pthread_mutex_lock(&s->lock);
+	bl_container *c = running_container(s, req->id, &t);
+	pthread_mutex_unlock(&s->lock);
+	int code;
+	if (!c) {
+		code = ttrpc_reply_error(reply, t ? TTRPC_FAILED_PRECONDITION : TTRPC_NOT_FOUND,
+					 "container %s not running", req->id);
+	} else if (!req->resources || req->resources->value.len > SHIM_CONFIG_MAX) {
+		code = ttrpc_reply_error(reply, TTRPC_INVALID_ARGUMENT, "no resources");
+	} else {
+		_cleanup_free_ char *json = bl_malloc0(req->resources->value.len + 1);
+		memcpy(json, req->resources->value.data, req->resources->value.len);
+		bl_error_t err = BL_ERROR_INIT;
+		if (bl_container_update_json(c, json, &err) < 0) {
+			code = ttrpc_reply_error(reply, bl_to_status(err.code), "update: %s",
+						 err.msg);
+		} else {
+			Containerd__Types__Empty e = CONTAINERD__TYPES__EMPTY__INIT;
+			code = ttrpc_reply_message(reply, &e.base);
+		}
+	}
 	protobuf_c_message_free_unpacked(&req->base, NULL);
 	return code;
 }
@@ -1017,16 +1223,16 @@ static const method methods[] = {
     {"Start", h_start},
     {"Delete", h_delete},
     {"Pids", h_pids},
-    {"Pause", h_unimplemented},
-    {"Resume", h_unimplemented},
+    {"Pause", h_pause},
+    {"Resume", h_resume},
     {"Checkpoint", h_unimplemented},
     {"Kill", h_kill},
     {"Exec", h_exec},
     {"ResizePty", h_resize},
     {"CloseIO", h_closeio},
-    {"Update", h_unimplemented},
+    {"Update", h_update},
     {"Wait", h_wait},
-    {"Stats", h_unimplemented},
+    {"Stats", h_stats},
     {"Connect", h_connect},
     {"Shutdown", h_shutdown},
 };
@@ -1039,6 +1245,7 @@ shim_service *shim_service_new(const shim_flags *f, shim_publisher *pub)
 	s->bundle = bl_strdup(f->bundle ? f->bundle : ".");
 	s->pub = pub;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->vm_lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	return s;
 }

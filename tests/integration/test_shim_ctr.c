@@ -2,7 +2,7 @@
  * containerd-shim-boxlite-v2 through a real containerd (started here with its
  * own root, state, config and sockets) and `ctr`: every case of
  * tests/shim/ctr-cases.sh runs with runc and with boxlite and must show the
- * same outputs, exit codes, states and /tasks/* events; afterwards nothing of
+ * same outputs, exit codes, states and task events; afterwards nothing of
  * ours is left (QEMU, virtiofsd, shims, mounts, sockets, state).
  */
 #include "bl_cleanup.h"

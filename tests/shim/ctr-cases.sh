@@ -121,9 +121,9 @@ case_binary_logger() {
 #!/bin/sh
 # binary:// logger: fd 3 stdout, fd 4 stderr, close fd 5 when ready. Args: out PATH
 echo "$CONTAINER_NAMESPACE" >"$2.ns"
+exec 5>&-
 cat <&3 >"$2.out" &
 cat <&4 >"$2.err" &
-exec 5>&-
 wait
 EOT
 	chmod 755 "$lg"
@@ -137,7 +137,7 @@ EOT
 
 case_detached_exec() {
 	R=$(rtflag)
-	run "run -d" c run -d $R "$IMAGE" "$ID" sh -c 'echo started; sleep 1000'
+	run "run -d" c run -d $R "$IMAGE" "$ID" sleep 1000
 	remember_address "$ID"
 	wait_status "$ID" RUNNING
 	run "exec" c task exec --exec-id e1 "$ID" sh -c 'echo hi; id; pwd'
@@ -155,8 +155,9 @@ case_detached_exec() {
 	wait_status "$ID" PAUSED 50
 	run "resume" c task resume "$ID"
 	wait_status "$ID" RUNNING 50
+	# cgroup v1 (runc on a v1 host: memory.usage_in_bytes) or v2 (memory.usage) names
 	c task metrics "$ID" >"$DIR/metrics.out" 2>&1
-	log "metrics: rc=$? $(grep -c 'memory\|pids' "$DIR/metrics.out") memory/pids lines"
+	log "metrics: rc=$? memory usage: $(grep -c '^memory\.usage' "$DIR/metrics.out" | sed 's/[1-9][0-9]*/yes/') pids: $(grep '^pids\.current' "$DIR/metrics.out" | awk '{print $2}')"
 	run "kill -s KILL" c task kill -s KILL "$ID"
 	wait_status "$ID" STOPPED
 	run "kill stopped" c task kill -s KILL "$ID"
@@ -186,7 +187,7 @@ case_shim_sigkill() {
 	run "run -d" c run -d $R "$IMAGE" "$ID" sleep 1000
 	remember_address "$ID"
 	wait_status "$ID" RUNNING
-	spid=$(cat "$(bundle "$ID")/shim.pid" 2>/dev/null)
+	spid=$(ps -eo pid,args | grep "containerd-shim-.*-address $DIR/c.sock" | grep -- "-id $ID\( \|\$\)" | awk '{print $1}')
 	[ -n "$spid" ] && kill -KILL "$spid"
 	# containerd notices, runs `SHIM delete`, publishes exit and delete.
 	i=0
@@ -292,7 +293,7 @@ run_case() {
 count_ours() { # processes whose command line names the test dir
 	n=0
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$1" && n=$((n + 1))
+		cat "$p/cmdline" 2>/dev/null | tr '\0' ' ' | grep -q -- "$1" && n=$((n + 1))
 	done
 	echo $n
 }
@@ -302,11 +303,11 @@ leaks() {
 	i=0
 	while [ "$(count_ours "$DIR/bl-state")" -gt 0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	q=$(count_ours "$DIR/bl-state")
-	s=$(count_ours "containerd-shim-boxlite-v2 -namespace default -address $DIR/c.sock")
-	r=$(count_ours "containerd-shim-runc-v2 -namespace default -address $DIR/c.sock")
+	s=$(count_ours "containerd-shim-boxlite-v2 .*-address $DIR/c.sock")
+	r=$(count_ours "containerd-shim-runc-v2 .*-address $DIR/c.sock")
 	m=$(grep -c -- "$DIR" /proc/self/mountinfo)
 	st=$(ls -A "$DIR/bl-state" 2>/dev/null | wc -l)
-	tk=$(ls -A "$DIR/state/io.containerd.runtime.v2.task/default" 2>/dev/null | wc -l)
+	tk=$(ls -A "$DIR"/state/io.containerd.runtime.v2.task/* 2>/dev/null | grep -cv ':$\|^$')
 	so=0
 	for a in $(sed 's|^unix://||' "$DIR/addresses" 2>/dev/null); do [ -e "$a" ] && so=$((so + 1)); done
 	echo "  left: qemu/virtiofsd=$q boxlite-shims=$s runc-shims=$r mounts=$m sandbox-dirs=$st bundles=$tk sockets=$so"

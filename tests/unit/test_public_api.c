@@ -25,8 +25,14 @@ static bool own_header(const char *dir, const char *name)
 	return strchr(name, '/') == NULL && access(p, R_OK) == 0;
 }
 
+/* The shim also speaks containerd's protocol: ttrpc and containerd's own
+ * messages (not the agent's), and names sockets by digest. */
+static const char *const shim_allowed[] = {"ttrpc.h",	    "bl_digest.h",	 "task.pb-c.h",
+					   "events.pb-c.h", "types.pb-c.h",	 "cgroups_v2.pb-c.h",
+					   NULL};
+
 /* Returns the number of forbidden includes in dir's .c and .h files. */
-static int scan(const char *dir, int *files)
+static int scan(const char *dir, const char *const *extra, int *files)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
@@ -57,6 +63,8 @@ static int scan(const char *dir, int *files)
 				ok = own_header(dir, name);
 				for (size_t i = 0; allowed[i] && !ok; i++)
 					ok = !strcmp(name, allowed[i]);
+				for (size_t i = 0; extra && extra[i] && !ok; i++)
+					ok = !strcmp(name, extra[i]);
 			} else if (sscanf(s, "<%255[^>]>", name) == 1) {
 				ok = strncmp(name, "libvirt/", 8) != 0;
 			}
@@ -72,8 +80,8 @@ static int scan(const char *dir, int *files)
 static void test_front_ends_use_public_api(void)
 {
 	int files = 0;
-	CU_ASSERT_EQUAL(scan(BL_SOURCE_DIR "/runtime/cli", &files), 0);
-	CU_ASSERT_EQUAL(scan(BL_SOURCE_DIR "/shim", &files), 0);
+	CU_ASSERT_EQUAL(scan(BL_SOURCE_DIR "/runtime/cli", NULL, &files), 0);
+	CU_ASSERT_EQUAL(scan(BL_SOURCE_DIR "/shim", shim_allowed, &files), 0);
 	CU_ASSERT(files >= 4); /* the CLI's sources were found */
 }
 
