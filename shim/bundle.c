@@ -5,6 +5,7 @@
 #include "shim.h"
 #include "bl_cleanup.h"
 #include "bl_log.h"
+#include "bl_digest.h"
 #include "bl_util.h"
 
 #include <errno.h>
@@ -35,7 +36,8 @@ static char *strdup_max(const char *s, size_t max)
 static const char *jstr(json_object *o, const char *key)
 {
 	json_object *v;
-	if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+	if (!o || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
 }
@@ -213,17 +215,30 @@ unsigned shim_spec_memory_mib(const shim_spec *s)
 	return (unsigned)mib;
 }
 
+void shim_sandbox_id(const char *ns, const char *group, char *buf, size_t len)
+{
+	_cleanup_free_ char *key = bl_asprintf("%s/%s", ns, group);
+	char hex[BL_SHA256_HEX_LEN + 1];
+	bl_sha256_hex(key, strlen(key), hex);
+	snprintf(buf, len, "ctrd-%.20s", hex);
+}
+
+uint64_t shim_now_ns(void)
+{
+	return bl_now_realtime_ns();
+}
+
 /* ------------------------------------------------------------ mounts */
 
 static const struct {
 	const char *name;
 	unsigned long set, clear;
 } mount_flags[] = {
-    {"ro", MS_RDONLY, 0},	   {"rw", 0, MS_RDONLY},	 {"nosuid", MS_NOSUID, 0},
-    {"suid", 0, MS_NOSUID},	   {"nodev", MS_NODEV, 0},	 {"dev", 0, MS_NODEV},
-    {"noexec", MS_NOEXEC, 0},	   {"exec", 0, MS_NOEXEC},	 {"sync", MS_SYNCHRONOUS, 0},
-    {"async", 0, MS_SYNCHRONOUS}, {"noatime", MS_NOATIME, 0},	 {"relatime", MS_RELATIME, 0},
-    {"bind", MS_BIND, 0},	   {"rbind", MS_BIND | MS_REC, 0}, {"nodiratime", MS_NODIRATIME, 0},
+    {"ro", MS_RDONLY, 0},	  {"rw", 0, MS_RDONLY},		  {"nosuid", MS_NOSUID, 0},
+    {"suid", 0, MS_NOSUID},	  {"nodev", MS_NODEV, 0},	  {"dev", 0, MS_NODEV},
+    {"noexec", MS_NOEXEC, 0},	  {"exec", 0, MS_NOEXEC},	  {"sync", MS_SYNCHRONOUS, 0},
+    {"async", 0, MS_SYNCHRONOUS}, {"noatime", MS_NOATIME, 0},	  {"relatime", MS_RELATIME, 0},
+    {"bind", MS_BIND, 0},	  {"rbind", MS_BIND | MS_REC, 0}, {"nodiratime", MS_NODIRATIME, 0},
     {"defaults", 0, 0},
 };
 

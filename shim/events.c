@@ -172,8 +172,7 @@ void shim_publisher_free(shim_publisher *p)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += FLUSH_TIMEOUT_SEC;
 	pthread_mutex_lock(&p->lock);
-	while ((p->head || p->busy) &&
-	       pthread_cond_timedwait(&p->idle, &p->lock, &until) == 0)
+	while ((p->head || p->busy) && pthread_cond_timedwait(&p->idle, &p->lock, &until) == 0)
 		;
 	p->stop = true;
 	bool drained = !p->head && !p->busy;

@@ -97,24 +97,11 @@ static void parse_flags(int argc, char **argv, shim_flags *f)
 		f->action = argv[i];
 }
 
-void shim_sandbox_id(const char *ns, const char *group, char *buf, size_t len)
-{
-	_cleanup_free_ char *key = bl_asprintf("%s/%s", ns, group);
-	char hex[BL_SHA256_HEX_LEN + 1];
-	bl_sha256_hex(key, strlen(key), hex);
-	snprintf(buf, len, "ctrd-%.20s", hex);
-}
-
-uint64_t shim_now_ns(void)
-{
-	return bl_now_realtime_ns();
-}
-
 /* /run/containerd/s/hex(sha256(address/ns/group)), as containerd's shims do. */
 static char *socket_path(const shim_flags *f, const char *group)
 {
-	_cleanup_free_ char *key = bl_asprintf("%s/%s/%s", f->address ? f->address : "",
-					       f->namespace_, group);
+	_cleanup_free_ char *key =
+	    bl_asprintf("%s/%s/%s", f->address ? f->address : "", f->namespace_, group);
 	char hex[BL_SHA256_HEX_LEN + 1];
 	bl_sha256_hex(key, strlen(key), hex);
 	return bl_asprintf("%s/%s", SHIM_SOCKET_ROOT, hex);
@@ -405,14 +392,14 @@ static int serve(const shim_flags *f)
 	}
 	const char *ttrpc_addr = getenv("TTRPC_ADDRESS");
 	_cleanup_free_ char *fallback = f->address ? bl_asprintf("%s.ttrpc", f->address) : NULL;
-	shim_publisher *pub = shim_publisher_new(ttrpc_addr && *ttrpc_addr ? ttrpc_addr : fallback,
-						 f->namespace_);
+	shim_publisher *pub =
+	    shim_publisher_new(ttrpc_addr && *ttrpc_addr ? ttrpc_addr : fallback, f->namespace_);
 	shim_service *svc = shim_service_new(f, pub);
 	ttrpc_server *srv = ttrpc_server_new();
 	bl_error_t err = BL_ERROR_INIT;
 	ttrpc_server_require_same_uid(srv, true);
-	if (shim_service_register(svc, srv, &err) < 0 || ttrpc_server_add_listener(srv, 3, &err) < 0 ||
-	    ttrpc_server_start(srv, &err) < 0) {
+	if (shim_service_register(svc, srv, &err) < 0 ||
+	    ttrpc_server_add_listener(srv, 3, &err) < 0 || ttrpc_server_start(srv, &err) < 0) {
 		bl_error_log("serve: %s", err.msg);
 		remove_own_socket();
 		return 1;

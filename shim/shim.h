@@ -14,13 +14,13 @@
 #include "boxlite.h"
 #include "ttrpc.h"
 
-#define SHIM_NAME	   "containerd-shim-boxlite-v2"
-#define SHIM_RUNTIME	   "io.containerd.boxlite.v2"
-#define SHIM_SOCKET_ROOT   "/run/containerd/s"
-#define SHIM_SOCKET_MAX	   106
-#define SHIM_STATE_FILE	   "boxlite.json"
-#define SHIM_CONFIG_MAX	   (4u << 20)
-#define SHIM_ID_MAX	   256
+#define SHIM_NAME	 "containerd-shim-boxlite-v2"
+#define SHIM_RUNTIME	 "io.containerd.boxlite.v2"
+#define SHIM_SOCKET_ROOT "/run/containerd/s"
+#define SHIM_SOCKET_MAX	 106
+#define SHIM_STATE_FILE	 "boxlite.json"
+#define SHIM_CONFIG_MAX	 (4u << 20)
+#define SHIM_ID_MAX	 256
 /* Guest RAM on top of the container's memory limit for the kernel and agent. */
 #define SHIM_GUEST_OVERHEAD_MIB 40
 #define SHIM_DEFAULT_MEMORY_MIB 256

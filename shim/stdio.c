@@ -172,8 +172,8 @@ static int open_fifo(const char *path, bool input, bl_error_t *err)
 {
 	/* stdin: read-only, so the client's close is our EOF (a FIFO polls
 	 * HUP only after a writer came and went, never before one came). */
-	int fd = open(fifo_path(path),
-		      (input ? O_RDONLY | O_NONBLOCK : O_RDWR) | O_NOCTTY | O_CLOEXEC);
+	int fd =
+	    open(fifo_path(path), (input ? O_RDONLY | O_NONBLOCK : O_RDWR) | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return bl_set_error_errno(err, errno, "open %s", path);
 	return fd;
@@ -416,8 +416,7 @@ void shim_stdio_close(shim_stdio *io)
 	if (io->have_err)
 		pthread_join(io->t_err, NULL);
 	io->have_in = io->have_out = io->have_err = false;
-	int *fds[] = {&io->in_fd, &io->out_fd, &io->err_fd, &io->in_close_efd,
-		      &io->out_cancel_efd};
+	int *fds[] = {&io->in_fd, &io->out_fd, &io->err_fd, &io->in_close_efd, &io->out_cancel_efd};
 	for (size_t i = 0; i < BL_ARRAY_SIZE(fds); i++) {
 		if (*fds[i] >= 0)
 			(void)close(*fds[i]);

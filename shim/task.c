@@ -103,25 +103,25 @@ static sproc *proc_find(stask *t, const char *exec_id)
 }
 
 /* Looks up a task (and process) under the lock or fills the reply's error. */
-#define LOOKUP_OR_FAIL(s, reply, id, exec_id, t, p)                                            \
-	do {                                                                                   \
-		(t) = task_find((s), (id));                                                    \
-		if (!(t)) {                                                                    \
-			pthread_mutex_unlock(&(s)->lock);                                      \
-			return ttrpc_reply_error((reply), TTRPC_NOT_FOUND,                     \
-						 "container %s: not found", (id));             \
-		}                                                                              \
-		(p) = proc_find((t), (exec_id));                                               \
-		if (!(p)) {                                                                    \
-			pthread_mutex_unlock(&(s)->lock);                                      \
-			return ttrpc_reply_error((reply), TTRPC_NOT_FOUND,                     \
-						 "process %s: not found", (exec_id));          \
-		}                                                                              \
+#define LOOKUP_OR_FAIL(s, reply, id, exec_id, t, p)                                   \
+	do {                                                                          \
+		(t) = task_find((s), (id));                                           \
+		if (!(t)) {                                                           \
+			pthread_mutex_unlock(&(s)->lock);                             \
+			return ttrpc_reply_error((reply), TTRPC_NOT_FOUND,            \
+						 "container %s: not found", (id));    \
+		}                                                                     \
+		(p) = proc_find((t), (exec_id));                                      \
+		if (!(p)) {                                                           \
+			pthread_mutex_unlock(&(s)->lock);                             \
+			return ttrpc_reply_error((reply), TTRPC_NOT_FOUND,            \
+						 "process %s: not found", (exec_id)); \
+		}                                                                     \
 	} while (0)
 
-#define UNPACK_OR_FAIL(type, fn, var, call, reply)                                             \
-	type *var = fn##__unpack(NULL, (call)->payload_len, (call)->payload);                  \
-	if (!var)                                                                              \
+#define UNPACK_OR_FAIL(type, fn, var, call, reply)                            \
+	type *var = fn##__unpack(NULL, (call)->payload_len, (call)->payload); \
+	if (!var)                                                             \
 		return ttrpc_reply_error((reply), TTRPC_INVALID_ARGUMENT, "malformed request");
 
 static bool id_ok(const char *id)
@@ -277,8 +277,8 @@ static int ensure_vm(shim_service *s, stask *t, const shim_spec *spec, bl_error_
 	bool pod = spec->container_type && !strcmp(spec->container_type, "sandbox");
 	bl_sandbox_options o = {
 	    .id = sid,
-	    .memory_mib = pod && !spec->memory_limit ? SHIM_POD_MEMORY_MIB
-						     : shim_spec_memory_mib(spec),
+	    .memory_mib =
+		pod && !spec->memory_limit ? SHIM_POD_MEMORY_MIB : shim_spec_memory_mib(spec),
 	    .vcpus = spec->vcpus,
 	    .owner = "shim",
 	    .bare = true,
@@ -432,8 +432,9 @@ static int do_create(shim_service *s, stask *t, Containerd__Task__V2__CreateTask
 		t->mounted = true;
 	} else if (spec.root_path && *spec.root_path) {
 		free(t->rootfs);
-		t->rootfs = spec.root_path[0] == '/' ? bl_strdup(spec.root_path)
-						     : bl_asprintf("%s/%s", t->bundle, spec.root_path);
+		t->rootfs = spec.root_path[0] == '/'
+				? bl_strdup(spec.root_path)
+				: bl_asprintf("%s/%s", t->bundle, spec.root_path);
 	}
 	if (shim_rootfs_check_exec(t->rootfs, &spec, err) < 0)
 		return -BL_ENOTFOUND;
@@ -474,7 +475,8 @@ static void undo_create(stask *t)
 static int h_create(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__CreateTaskRequest, containerd__task__v2__create_task_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__CreateTaskRequest,
+		       containerd__task__v2__create_task_request, req, call, reply);
 	int code = TTRPC_OK;
 	if (!id_ok(req->id) || !req->bundle || req->bundle[0] != '/') {
 		code = ttrpc_reply_error(reply, TTRPC_INVALID_ARGUMENT, "bad id or bundle");
@@ -483,8 +485,8 @@ static int h_create(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	pthread_mutex_lock(&s->lock);
 	if (task_find(s, req->id)) {
 		pthread_mutex_unlock(&s->lock);
-		code = ttrpc_reply_error(reply, TTRPC_ALREADY_EXISTS, "container %s: already exists",
-					 req->id);
+		code = ttrpc_reply_error(reply, TTRPC_ALREADY_EXISTS,
+					 "container %s: already exists", req->id);
 		goto out;
 	}
 	stask *t = bl_malloc0(sizeof(*t));
@@ -518,7 +520,8 @@ static int h_create(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	publish_create(s, req, pid);
-	Containerd__Task__V2__CreateTaskResponse resp = CONTAINERD__TASK__V2__CREATE_TASK_RESPONSE__INIT;
+	Containerd__Task__V2__CreateTaskResponse resp =
+	    CONTAINERD__TASK__V2__CREATE_TASK_RESPONSE__INIT;
 	resp.pid = pid;
 	code = ttrpc_reply_message(reply, &resp.base);
 out:
@@ -560,7 +563,8 @@ static int start_process(shim_service *s, stask *t, sproc *p, bl_error_t *err)
 static int h_start(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__StartRequest, containerd__task__v2__start_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__StartRequest, containerd__task__v2__start_request, req,
+		       call, reply);
 	int code;
 	stask *t;
 	sproc *p;
@@ -623,7 +627,8 @@ static int h_start(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 		ev.pid = pid;
 		shim_publish(s->pub, "/tasks/start", &ev.base);
 	} else {
-		Containerd__Events__TaskExecStarted ev = CONTAINERD__EVENTS__TASK_EXEC_STARTED__INIT;
+		Containerd__Events__TaskExecStarted ev =
+		    CONTAINERD__EVENTS__TASK_EXEC_STARTED__INIT;
 		ev.container_id = t->id;
 		ev.exec_id = p->exec_id;
 		ev.pid = pid;
@@ -653,7 +658,8 @@ static int status_of(const stask *t, const sproc *p)
 static int h_state(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__StateRequest, containerd__task__v2__state_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__StateRequest, containerd__task__v2__state_request, req,
+		       call, reply);
 	stask *t;
 	sproc *p;
 	pthread_mutex_lock(&s->lock);
@@ -689,7 +695,8 @@ static int h_state(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 static int h_wait(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__WaitRequest, containerd__task__v2__wait_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__WaitRequest, containerd__task__v2__wait_request, req,
+		       call, reply);
 	stask *t;
 	sproc *p;
 	pthread_mutex_lock(&s->lock);
@@ -731,7 +738,8 @@ static int signal_proc(shim_service *s, sproc *p, int sig, bool all, bl_error_t 
 	bl_container *c = p->task->c;
 	bool init = !p->exec_id[0];
 	pthread_mutex_unlock(&s->lock);
-	int r = init && all ? bl_container_signal(c, sig, true, err) : bl_process_signal(bp, sig, err);
+	int r =
+	    init && all ? bl_container_signal(c, sig, true, err) : bl_process_signal(bp, sig, err);
 	pthread_mutex_lock(&s->lock);
 	return r;
 }
@@ -739,7 +747,8 @@ static int signal_proc(shim_service *s, sproc *p, int sig, bool all, bl_error_t 
 static int h_kill(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__KillRequest, containerd__task__v2__kill_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__KillRequest, containerd__task__v2__kill_request, req,
+		       call, reply);
 	stask *t;
 	sproc *p;
 	int code = TTRPC_OK;
@@ -773,7 +782,8 @@ static int h_kill(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 static int h_exec(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__ExecProcessRequest, containerd__task__v2__exec_process_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__ExecProcessRequest,
+		       containerd__task__v2__exec_process_request, req, call, reply);
 	int code;
 	bl_error_t err = BL_ERROR_INIT;
 	sproc *p = bl_malloc0(sizeof(*p));
@@ -801,7 +811,8 @@ static int h_exec(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	stask *t = task_find(s, req->id);
 	if (!t || t->busy) {
 		pthread_mutex_unlock(&s->lock);
-		code = ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "container %s: not found", req->id);
+		code =
+		    ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "container %s: not found", req->id);
 		goto fail;
 	}
 	if (proc_find(t, req->exec_id)) {
@@ -870,7 +881,8 @@ static int delete_exec(shim_service *s, stask *t, sproc *p, ttrpc_reply *reply)
 static int h_delete(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__DeleteRequest, containerd__task__v2__delete_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__DeleteRequest, containerd__task__v2__delete_request,
+		       req, call, reply);
 	stask *t;
 	sproc *p;
 	int code;
@@ -1014,7 +1026,8 @@ static int h_stats(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	cpu.nr_periods = st.cpu_nr_periods;
 	cpu.nr_throttled = st.cpu_nr_throttled;
 	cpu.throttled_usec = st.cpu_throttled_usec;
-	Io__Containerd__Cgroups__V2__MemoryStat mem = IO__CONTAINERD__CGROUPS__V2__MEMORY_STAT__INIT;
+	Io__Containerd__Cgroups__V2__MemoryStat mem =
+	    IO__CONTAINERD__CGROUPS__V2__MEMORY_STAT__INIT;
 	mem.anon = st.memory_anon;
 	mem.file = st.memory_file;
 	mem.usage = st.memory_current;
@@ -1057,8 +1070,8 @@ static int pause_resume(shim_service *s, const char *id, bool pause, ttrpc_reply
 		return ttrpc_reply_error(reply, t ? TTRPC_FAILED_PRECONDITION : TTRPC_NOT_FOUND,
 					 "container %s not running", id);
 	if (already)
-		return ttrpc_reply_error(reply, TTRPC_FAILED_PRECONDITION, "container %s is %s",
-					 id, pause ? "paused already" : "not paused");
+		return ttrpc_reply_error(reply, TTRPC_FAILED_PRECONDITION, "container %s is %s", id,
+					 pause ? "paused already" : "not paused");
 	bl_error_t err = BL_ERROR_INIT;
 	int r = pause ? bl_container_pause(c, &err) : bl_container_resume(c, &err);
 	if (r < 0)
@@ -1118,8 +1131,8 @@ static int h_update(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 		memcpy(json, req->resources->value.data, req->resources->value.len);
 		bl_error_t err = BL_ERROR_INIT;
 		if (bl_container_update_json(c, json, &err) < 0) {
-			code = ttrpc_reply_error(reply, bl_to_status(err.code), "update: %s",
-						 err.msg);
+			code =
+			    ttrpc_reply_error(reply, bl_to_status(err.code), "update: %s", err.msg);
 		} else {
 			Containerd__Types__Empty e = CONTAINERD__TYPES__EMPTY__INIT;
 			code = ttrpc_reply_message(reply, &e.base);
@@ -1132,7 +1145,8 @@ static int h_update(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 static int h_resize(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__ResizePtyRequest, containerd__task__v2__resize_pty_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__ResizePtyRequest,
+		       containerd__task__v2__resize_pty_request, req, call, reply);
 	stask *t;
 	sproc *p;
 	pthread_mutex_lock(&s->lock);
@@ -1156,7 +1170,8 @@ static int h_resize(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 static int h_closeio(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__CloseIORequest, containerd__task__v2__close_iorequest, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__CloseIORequest, containerd__task__v2__close_iorequest,
+		       req, call, reply);
 	stask *t;
 	sproc *p;
 	pthread_mutex_lock(&s->lock);
@@ -1178,7 +1193,8 @@ static int h_closeio(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 static int h_connect(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 {
 	shim_service *s = user;
-	UNPACK_OR_FAIL(Containerd__Task__V2__ConnectRequest, containerd__task__v2__connect_request, req, call, reply);
+	UNPACK_OR_FAIL(Containerd__Task__V2__ConnectRequest, containerd__task__v2__connect_request,
+		       req, call, reply);
 	pthread_mutex_lock(&s->lock);
 	stask *t = task_find(s, req->id);
 	Containerd__Task__V2__ConnectResponse resp = CONTAINERD__TASK__V2__CONNECT_RESPONSE__INIT;
@@ -1218,22 +1234,14 @@ typedef struct method {
 } method;
 
 static const method methods[] = {
-    {"State", h_state},
-    {"Create", h_create},
-    {"Start", h_start},
-    {"Delete", h_delete},
-    {"Pids", h_pids},
-    {"Pause", h_pause},
-    {"Resume", h_resume},
-    {"Checkpoint", h_unimplemented},
-    {"Kill", h_kill},
-    {"Exec", h_exec},
-    {"ResizePty", h_resize},
-    {"CloseIO", h_closeio},
-    {"Update", h_update},
-    {"Wait", h_wait},
-    {"Stats", h_stats},
-    {"Connect", h_connect},
+    {"State", h_state},	      {"Create", h_create},
+    {"Start", h_start},	      {"Delete", h_delete},
+    {"Pids", h_pids},	      {"Pause", h_pause},
+    {"Resume", h_resume},     {"Checkpoint", h_unimplemented},
+    {"Kill", h_kill},	      {"Exec", h_exec},
+    {"ResizePty", h_resize},  {"CloseIO", h_closeio},
+    {"Update", h_update},     {"Wait", h_wait},
+    {"Stats", h_stats},	      {"Connect", h_connect},
     {"Shutdown", h_shutdown},
 };
 
@@ -1258,8 +1266,8 @@ int shim_service_register(shim_service *s, ttrpc_server *srv, bl_error_t *err)
 		for (size_t k = 0; k < BL_ARRAY_SIZE(methods); k++)
 			if (ttrpc_server_register(srv, services[i], methods[k].name, methods[k].fn,
 						  s) < 0)
-				return bl_set_error(err, BL_ESYSTEM, "register %s/%s",
-						    services[i], methods[k].name);
+				return bl_set_error(err, BL_ESYSTEM, "register %s/%s", services[i],
+						    methods[k].name);
 	return 0;
 }
 

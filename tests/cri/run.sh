@@ -56,10 +56,10 @@ for h in runc boxlite; do
 		# QEMU is reparented to the pod's shim (a child subreaper).
 		spid=$(ps -eo pid,args | grep "^ *[0-9]* $BOXLITE_BUILD/containerd-shim-boxlite-v2 .*-address $DIR/c.sock" | awk '{print $1}' | head -n 1)
 		q=$(ps -eo ppid,args | awk -v s="${spid:-none}" '$1 == s && $2 ~ /qemu-system/' | wc -l)
-		echo "QEMU processes while the pod's two containers run: $q" >>"$DIR/pod.$h.out"
+		echo "    QEMU processes of the pod's shim while its two containers run: $q"
 		[ "$q" -eq 1 ] || { echo "  expected ONE VM for the pod, found $q"; rc=1; }
 		s=$(ps -eo args | grep -c "^$BOXLITE_BUILD/containerd-shim-boxlite-v2 .*-address $DIR/c.sock")
-		echo "boxlite shims for the pod: $s" >>"$DIR/pod.$h.out"
+		echo "    boxlite shims for the pod: $s"
 		[ "$s" -eq 1 ] || { echo "  expected ONE shim for the pod, found $s"; rc=1; }
 	fi
 	rm -f "$mark"

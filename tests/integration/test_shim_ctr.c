@@ -16,8 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char *script;	 /* tests/shim/ctr-cases.sh */
-static char *dir;	 /* the test's containerd and everything else */
+static char *script;	   /* tests/shim/ctr-cases.sh */
+static char *dir;	   /* the test's containerd and everything else */
 static char skip_why[256]; /* set once: why nothing here can run */
 static bool started;
 
@@ -84,10 +84,10 @@ static void run_case(const char *name)
 	CU_ASSERT_EQUAL(sh("case", name), 0);
 }
 
-#define CASE(n)                          \
-	static void test_##n(void)       \
-	{                                \
-		run_case(#n);            \
+#define CASE(n)                    \
+	static void test_##n(void) \
+	{                          \
+		run_case(#n);      \
 	}
 CASE(exit_codes)
 CASE(stdout_stderr)

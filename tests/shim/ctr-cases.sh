@@ -46,7 +46,12 @@ wait_status() { # ID STATUS [tries]
 	log "status $2: $(task_status "$1")"
 }
 bundle() { echo "$DIR/state/io.containerd.runtime.v2.task/default/$1"; }
-remember_address() { cat "$(bundle "$1")/address" 2>/dev/null >>"$DIR/addresses"; echo >>"$DIR/addresses"; }
+# The shim sockets the leak check looks for (boxlite's).
+remember_address() {
+	[ "$RT" = boxlite ] || return 0
+	cat "$(bundle "$1")/address" 2>/dev/null >>"$DIR/addresses"
+	echo >>"$DIR/addresses"
+}
 # ctr task rm prints "task ID exit with non-zero exit code N" on stderr.
 rm_task() {
 	c task rm "$1" >"$DIR/o.out" 2>"$DIR/o.err"
@@ -91,7 +96,7 @@ case_stdin_eof() {
 
 case_large_output() {
 	R=$(rtflag)
-	c run --rm $R "$IMAGE" "$ID" sh -c 'seq 1 4000000; seq 1 500000 >&2; exit 2' \
+	c run --rm $R "$IMAGE" "$ID" sh -c 'seq 1 2500000; seq 1 300000 >&2; exit 2' \
 		>"$DIR/big.out" 2>"$DIR/big.err"
 	log "rc=$? out=$(md5sum <"$DIR/big.out" | cut -c1-32) $(wc -c <"$DIR/big.out") err=$(md5sum <"$DIR/big.err" | cut -c1-32)"
 	rm -f "$DIR/big.out" "$DIR/big.err"
@@ -186,14 +191,21 @@ case_shim_sigkill() {
 	R=$(rtflag)
 	run "run -d" c run -d $R "$IMAGE" "$ID" sleep 1000
 	remember_address "$ID"
+	addr=$(sed 's|^unix://||' "$(bundle "$ID")/address" 2>/dev/null)
 	wait_status "$ID" RUNNING
 	spid=$(ps -eo pid,args | grep "containerd-shim-.*-address $DIR/c.sock" | grep -- "-id $ID\( \|\$\)" | awk '{print $1}')
+	log "shim found: $([ -n "$spid" ] && echo yes || echo no)"
 	[ -n "$spid" ] && kill -KILL "$spid"
 	# containerd notices, runs `SHIM delete`, publishes exit and delete.
 	i=0
-	while c task ls -q | grep -qx "$ID" && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-	log "task gone: $(c task ls -q | grep -c "^$ID\$")"
+	while ! grep -q "/tasks/delete {\"container_id\":\"$ID\"" "$DIR/events.$RT" && [ $i -lt 600 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	log "task listed after the cleanup: $(c task ls -q | grep -c "^$ID\$")"
 	run "container rm" c container rm "$ID"
+	# runc's shim leaves its socket behind when it is SIGKILLed: not ours to check.
+	[ "$RT" = runc ] && [ -n "$addr" ] && rm -f "$addr"
 }
 
 case_containerd_restart() {

@@ -27,9 +27,9 @@ static bool own_header(const char *dir, const char *name)
 
 /* The shim also speaks containerd's protocol: ttrpc and containerd's own
  * messages (not the agent's), and names sockets by digest. */
-static const char *const shim_allowed[] = {"ttrpc.h",	    "bl_digest.h",	 "task.pb-c.h",
-					   "events.pb-c.h", "types.pb-c.h",	 "cgroups_v2.pb-c.h",
-					   NULL};
+static const char *const shim_allowed[] = {
+    "ttrpc.h",	    "bl_digest.h",	 "task.pb-c.h", "events.pb-c.h",
+    "types.pb-c.h", "cgroups_v2.pb-c.h", NULL};
 
 /* Returns the number of forbidden includes in dir's .c and .h files. */
 static int scan(const char *dir, const char *const *extra, int *files)
