@@ -57,6 +57,9 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_BIN   := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 
 PROGRAMS := $(BUILD)/boxlite
+ifneq ($(SAN),1)
+PROGRAMS += $(BUILD)/libboxlite.so
+endif
 ifneq ($(SHIM_SRC),)
 PROGRAMS += $(BUILD)/containerd-shim-boxlite-v2
 endif
@@ -64,6 +67,7 @@ ifneq ($(SAN),1)
 PROGRAMS += $(BUILD)/boxlite-agent $(BUILD)/initramfs.cpio $(BUILD)/vmlinux
 endif
 
+.PHONY: sdk-install
 .PHONY: all help setup deps image test-images kernel check check-unit check-asan check-integration format format-check \
         install clean fuzz bench tests
 .DEFAULT_GOAL := all
@@ -73,7 +77,8 @@ all: $(PROGRAMS) tests
 help:
 	@echo "make setup              deps + everything + default image, then runs a first sandbox"
 	@echo "make deps               install the Debian packages boxlite needs (apt-get)"
-	@echo "make image              build the default image (Debian 12 + python3) into the store"
+	@echo "make image              build the images (default = python:slim, busybox) into the store"
+	@echo "make sdk-install        pip-install the Python SDK (sdk/python) offline"
 	@echo "make                    build libraries, CLI, agent, initramfs, guest kernel, tests"
 	@echo "make check              unit tests, unit tests under ASan+UBSan, integration tests (root)"
 	@echo "make check-unit         unit tests only (no VM, no root)"
@@ -89,7 +94,13 @@ deps:
 # The first of the README's two commands: everything, then a first sandbox.
 setup: deps
 	$(MAKE) all image
+	$(MAKE) sdk-install
 	$(BUILD)/boxlite run --python 'print("hello from a boxlite sandbox")'
+
+# The Python SDK (sdk/python) into Debian's python3 (and the python3 on PATH),
+# offline; `pip install ./sdk/python` in a venv works as well.
+sdk-install: $(BUILD)/libboxlite.so
+	packaging/install-sdk.sh
 
 # The default image (Debian 12 + python3) in the image store.
 image:
@@ -115,12 +126,19 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 
 # ---------------------------------------------------------------- libraries
 $(BUILD)/libblcommon.a: $(COMMON_OBJ)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/libboxlite.a: $(RUNTIME_OBJ)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 LINK_LIBS := $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a
+
+# libboxlite.so (the Python SDK loads it with ctypes): the same objects,
+# position-independent; only the public API (runtime/libboxlite.map) exported.
+$(RUNTIME_OBJ) $(COMMON_OBJ): CFLAGS += -fPIC
+$(BUILD)/libboxlite.so: $(RUNTIME_OBJ) $(COMMON_OBJ) runtime/libboxlite.map
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libboxlite.so.0 -Wl,--version-script=runtime/libboxlite.map \
+	  -Wl,-z,defs -o $@ $(RUNTIME_OBJ) $(COMMON_OBJ) $(PKG_LIBS)
 
 # ---------------------------------------------------------------- programs
 $(BUILD)/boxlite: $(call obj,$(CLI_SRC)) $(LINK_LIBS)
@@ -133,7 +151,7 @@ $(BUILD)/containerd-shim-boxlite-v2: $(call obj,$(SHIM_SRC)) $(LINK_LIBS)
 # libblagent.a: the agent minus main(), also linked by tests/unit/test_agent_*.
 AGENT_LIB_SRC := $(filter-out agent/main.c,$(AGENT_SRC))
 $(BUILD)/libblagent.a: $(call obj,$(AGENT_LIB_SRC))
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/boxlite-agent: $(call obj,agent/main.c) $(BUILD)/libblagent.a $(BUILD)/libblcommon.a
 	$(CC) -static $(LDFLAGS) -o $@ $^ -lprotobuf-c -lcap -ljson-c
@@ -239,11 +257,13 @@ format-check:
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/boxlite $(DESTDIR)$(PREFIX)/include
-	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent %.so,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
 	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 runtime/boxlite.h runtime/boxlite_image.h common/bl_error.h \
 	  $(DESTDIR)$(PREFIX)/include/
+	install -m 0755 $(BUILD)/libboxlite.so $(DESTDIR)$(PREFIX)/lib/libboxlite.so.0
+	ln -sfn libboxlite.so.0 $(DESTDIR)$(PREFIX)/lib/libboxlite.so
 
 clean:
 	rm -rf $(BUILD)

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_IO_CHUNK  (1u << 20)
+#define MAX_IO_CHUNK  BL_AGENT_IO_MAX
 #define DEFAULT_CHUNK (64u * 1024)
 
 static void pb_freep(void *p)

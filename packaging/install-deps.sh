@@ -13,7 +13,8 @@ busybox-static debootstrap e2fsprogs
 golang-go golang-github-containerd-ttrpc-dev
 procps psmisc iproute2 util-linux
 libssl-dev libcurl4-openssl-dev
-docker-registry skopeo apache2-utils openssl
+docker-registry skopeo apache2-utils openssl curl
+python3 python3-pytest python3-pip python3-venv
 "
 missing=""
 for p in $PKGS; do

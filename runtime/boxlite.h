@@ -37,6 +37,10 @@
 #define BL_DEFAULT_STATE_DIR  "/run/boxlite/sandboxes"
 #define BL_DEFAULT_IMAGE      "default"
 #define BL_SANDBOX_ID_MAX     32
+/* Guest RAM kept out of the containers' memory for the guest kernel and
+ * agent (at most a quarter of the VM): size a VM for a container limit L as
+ * L + BL_GUEST_RESERVE_MIB. */
+#define BL_GUEST_RESERVE_MIB 40
 
 typedef struct bl_sandbox bl_sandbox;
 typedef struct bl_process bl_process;
@@ -302,6 +306,12 @@ bool bl_sandbox_alive(bl_sandbox *sb);
  * When the VM dies every pending and later process call fails with
  * BL_EAGENTLOST (BL_ETIMEOUT/BL_ECANCELED after a deadline/cancel). */
 int bl_sandbox_wait_dead(bl_sandbox *sb, int timeout_ms, bl_error_t *err);
+/* Stops the whole VM's vCPUs (libvirt suspend; no CPU used, memory kept),
+ * e.g. when its only container is paused; calls into the guest block until
+ * bl_sandbox_resume (the sandbox's deadline still runs). Owned sandboxes. */
+int bl_sandbox_suspend(bl_sandbox *sb, bl_error_t *err);
+int bl_sandbox_resume(bl_sandbox *sb, bl_error_t *err);
+bool bl_sandbox_suspended(bl_sandbox *sb);
 /* One agent round trip; version (may be NULL) receives the agent's. */
 int bl_sandbox_ping(bl_sandbox *sb, char *version, size_t version_len, bl_error_t *err);
 

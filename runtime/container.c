@@ -21,8 +21,26 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-/* The share's own tmpfs holds only directories and empty mount points. */
-#define SHARE_TMPFS_OPTS "size=1m,nr_inodes=4096,mode=0755"
+/* The share's own tmpfs holds only directories and empty mount points, and
+ * is read-only (superblock-wide, so in virtiofsd's copy too: the guest
+ * cannot write into it) except while the host adds or removes them. */
+#define SHARE_TMPFS_OPTS  "size=1m,nr_inodes=4096,mode=0755"
+#define SHARE_TMPFS_FLAGS (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+/* Takes share_lock and makes the share writable, or the reverse. */
+static int share_writable(bl_sandbox *sb, bool writable, bl_error_t *err)
+{
+	if (writable)
+		pthread_mutex_lock(&sb->share_lock);
+	int r = 0;
+	if (mount(NULL, sb->share, NULL,
+		  MS_REMOUNT | SHARE_TMPFS_FLAGS | (writable ? 0 : MS_RDONLY), NULL) < 0)
+		r = bl_set_error_errno(err, errno, "share: remount %s %s", sb->share,
+				       writable ? "read-write" : "read-only");
+	if (!writable || r < 0)
+		pthread_mutex_unlock(&sb->share_lock);
+	return r;
+}
 
 /* ------------------------------------------------------------ host share */
 
@@ -31,8 +49,8 @@ int bl_share_setup(bl_sandbox *sb, bl_error_t *err)
 	_cleanup_free_ char *dst = bl_asprintf("%s/%s", sb->dir, BL_SHARE_DIR);
 	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
 		return bl_set_error_errno(err, errno, "share: mkdir %s", dst);
-	if (mount("boxlite-share", dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-		  SHARE_TMPFS_OPTS) < 0) {
+	if (mount("boxlite-share", dst, "tmpfs", SHARE_TMPFS_FLAGS | MS_RDONLY, SHARE_TMPFS_OPTS) <
+	    0) {
 		int e = errno;
 		(void)rmdir(dst);
 		return bl_set_error_errno(err, e, "share: mount tmpfs on %s", dst);
@@ -134,6 +152,11 @@ static int share_add(bl_container *c, const char *src, const char *name, bool re
 
 static void share_remove(bl_container *c)
 {
+	bl_error_t e = BL_ERROR_INIT;
+	if (!c->host_dir)
+		return;
+	if (share_writable(c->sb, true, &e) < 0)
+		bl_warn("%s", e.msg);
 	size_t n = 0;
 	while (c->mounts && c->mounts[n])
 		n++;
@@ -141,14 +164,19 @@ static void share_remove(bl_container *c)
 		if (umount2(c->mounts[n], MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL &&
 		    errno != ENOENT)
 			bl_warn("unmount %s: %s", c->mounts[n], strerror(errno));
-		(void)remove(c->mounts[n]);
+		if (!c->guest_seen)
+			(void)remove(c->mounts[n]);
 	}
 	bl_strv_free(steal_pointer(&c->mounts));
-	if (c->host_dir) {
+	if (c->guest_seen) {
+		free(steal_pointer(&c->host_dir));
+	} else {
 		if (rmdir(c->host_dir) < 0 && errno != ENOENT)
 			bl_warn("remove %s: %s", c->host_dir, strerror(errno));
 		free(steal_pointer(&c->host_dir));
 	}
+	if (e.code == BL_OK && share_writable(c->sb, false, &e) < 0)
+		bl_warn("%s", e.msg);
 }
 
 /* ------------------------------------------------------------ objects */
@@ -191,6 +219,7 @@ static void container_free(bl_container *c)
 	share_remove(c);
 	bl_image_defaults_clear(&c->own_img);
 	bl_strv_free(c->annotations);
+	free(c->process_json);
 	free(c);
 }
 
@@ -231,16 +260,21 @@ bl_container *bl_sandbox_find_container(bl_sandbox *sb, const char *id)
 	return c;
 }
 
-/* Claims a share directory: <share>/c<N>, N never reused in this VM (the
- * guest may cache a deleted container's entries). */
-static int container_share_dir(bl_container *c, bl_error_t *err)
+/* Names the container's share directory <share>/c<N>, N never reused in
+ * this VM (the guest may cache a deleted container's entries). */
+static void claim_slot(bl_container *c)
 {
 	bl_sandbox *sb = c->sb;
 	pthread_mutex_lock(&sb->lock);
 	unsigned slot = sb->next_slot++;
 	pthread_mutex_unlock(&sb->lock);
 	snprintf(c->share_name, sizeof(c->share_name), "c%u", slot);
-	_cleanup_free_ char *dir = bl_asprintf("%s/%s", sb->share, c->share_name);
+}
+
+/* Makes the directory (with share_lock held: the share is writable). */
+static int container_share_dir(bl_container *c, bl_error_t *err)
+{
+	_cleanup_free_ char *dir = bl_asprintf("%s/%s", c->sb->share, c->share_name);
 	if (mkdir(dir, 0755) < 0)
 		return bl_set_error_errno(err, errno, "share: mkdir %s", dir);
 	c->host_dir = steal_pointer(&dir);
@@ -266,6 +300,7 @@ static int guest_create(bl_container *c, const char *spec, bool readonly, unsign
 	    .upper_size_bytes = (uint64_t)(disk_mib ? disk_mib : sb->disk_mib) << 20,
 	};
 	bl_debug("container %s: spec %s", c->id, spec);
+	c->guest_seen = true;
 	int r = bl_agent_create_container(sb->agent, c->id, spec, &rf, err);
 	if (r < 0)
 		return bl_sandbox_map_error(sb, bl_error_prefix(err, "create container %s", c->id),
@@ -280,7 +315,13 @@ int bl_container_create_main(bl_sandbox *sb, const char *spec_json, bl_error_t *
 	c->layer = &sb->layer;
 	c->tty = sb->layer.terminal;
 	c->stdin_open = sb->stdin_open;
-	int r = container_share_dir(c, err);
+	claim_slot(c);
+	int r = share_writable(sb, true, err);
+	if (r < 0) {
+		container_free(c);
+		return r;
+	}
+	r = container_share_dir(c, err);
 	if (r == 0) {
 		_cleanup_free_ char *dst = bl_asprintf("%s/rootfs", c->host_dir);
 		if (mkdir(dst, 0755) < 0)
@@ -292,6 +333,9 @@ int bl_container_create_main(bl_sandbox *sb, const char *spec_json, bl_error_t *
 		if (r < 0)
 			bl_error_prefix(err, "read-only image view");
 	}
+	bl_error_t e2 = BL_ERROR_INIT;
+	if (share_writable(sb, false, &e2) < 0 && r == 0)
+		r = bl_set_error(err, e2.code, "%s", e2.msg);
 	if (r == 0)
 		r = guest_create(c, spec_json, false, sb->disk_mib, err);
 	if (r < 0) {
@@ -388,8 +432,8 @@ static int create_in(bl_container *c, const bl_container_options *o, bl_error_t 
 	bl_oci oci = {0};
 	bool readonly = o->readonly_rootfs;
 	int64_t shares = 0;
-	r = container_share_dir(c, err);
-	if (r == 0 && o->spec_json) {
+	claim_slot(c);
+	if (o->spec_json) {
 		bl_oci_policy pol = {
 		    .ignore_lsm = o->ignore_lsm,
 		    .ignore_hooks = o->ignore_hooks,
@@ -403,18 +447,27 @@ static int create_in(bl_container *c, const bl_container_options *o, bl_error_t 
 			c->annotations = steal_pointer(&oci.annotations);
 			c->own_img = oci.proc;
 			oci.proc = (bl_image_defaults){0};
+			c->process_json = steal_pointer(&oci.process_json);
 			shares = oci.cpu_shares;
 		}
-	} else if (r == 0) {
+	} else {
 		c->tty = o->tty;
 		r = default_spec(c, config, &spec, err);
 	}
 	c->stdin_open = o->stdin_open;
+	bool locked = r == 0 && share_writable(sb, true, err) == 0;
+	if (r == 0 && !locked)
+		r = -(err ? (int)err->code : BL_ESYSTEM);
+	if (r == 0)
+		r = container_share_dir(c, err);
 	if (r == 0)
 		r = share_add(c, root, "rootfs", true, err);
 	for (size_t i = 0; r == 0 && i < oci.n_binds; i++)
 		r = share_add(c, oci.binds[i].source, oci.binds[i].share_name,
 			      oci.binds[i].readonly, err);
+	bl_error_t e2 = BL_ERROR_INIT;
+	if (locked && share_writable(sb, false, &e2) < 0 && r == 0)
+		r = bl_set_error(err, e2.code, "%s", e2.msg);
 	bl_oci_clear(&oci);
 	if (r == 0)
 		r = guest_create(c, spec, readonly, o->disk_mib, err);

@@ -403,10 +403,10 @@ static int import_plain_dir(const char *abs, const char *store, const bl_image_l
 
 typedef enum resolve_mode { RESOLVE_RUN, RESOLVE_IMPORT } resolve_mode;
 
-/* A registry reference: its stored image, else (run mode, and when the
- * reference names its registry explicitly, unless BOXLITE_PULL=never) a pull.
- * Short Docker Hub names are pulled only by `boxlite pull`: a mistyped local
- * name must not reach out to the network. */
+/* A registry reference: its stored image, else (run mode) a pull when the
+ * reference names its registry explicitly. Short Docker Hub names are pulled
+ * only by `boxlite pull` (a mistyped local name must not reach out to the
+ * network) unless BOXLITE_PULL=missing; BOXLITE_PULL=never pulls nothing. */
 static int resolve_pulled(const char *ref, const char *store, resolve_mode mode,
 			  char ret_key[BL_SHA256_HEX_LEN + 1], bl_error_t *err)
 {
@@ -420,7 +420,8 @@ static int resolve_pulled(const char *ref, const char *store, resolve_mode mode,
 		return 0;
 	const char *policy = getenv("BOXLITE_PULL");
 	bool never = policy && !strcmp(policy, "never");
-	if (mode == RESOLVE_IMPORT || never || !bl_image_ref_has_domain(ref))
+	bool any = policy && !strcmp(policy, "missing");
+	if (mode == RESOLVE_IMPORT || never || (!any && !bl_image_ref_has_domain(ref)))
 		return bl_set_error(err, BL_ENOTFOUND,
 				    "image '%s' not found (no such file or directory, and no image "
 				    "of that name%s)",

@@ -705,8 +705,11 @@ int bl_oci_translate(const char *spec_json, const char *share_prefix, const bl_o
 				     "accept and skip them)");
 	if (r == 0)
 		r = check_process(JV(o, "process"), pol, ret, err);
-	if (r == 0 && ret->has_process)
+	if (r == 0 && ret->has_process) {
 		json_object_object_add(spec, "process", json_object_get(JV(o, "process")));
+		ret->process_json = bl_strdup(
+		    json_object_to_json_string_ext(JV(o, "process"), JSON_C_TO_STRING_PLAIN));
+	}
 	json_object *root = JV(o, "root");
 	if (r == 0)
 		r = check_type(root, json_type_object, "root", err);
@@ -748,6 +751,7 @@ int bl_oci_translate(const char *spec_json, const char *share_prefix, const bl_o
 void bl_oci_clear(bl_oci *o)
 {
 	free(o->agent_spec);
+	free(o->process_json);
 	for (size_t i = 0; i < o->n_binds; i++) {
 		free(o->binds[i].source);
 		free(o->binds[i].share_name);
@@ -756,6 +760,28 @@ void bl_oci_clear(bl_oci *o)
 	bl_strv_free(o->annotations);
 	bl_image_defaults_clear(&o->proc);
 	*o = (bl_oci){0};
+}
+
+int bl_oci_process_overlay(const char *base_json, const char *over_json, bool user, bool cwd,
+			   char **ret, bl_error_t *err)
+{
+	_cleanup_(json_object_putp) json_object *base =
+	    parse(base_json, BL_OCI_SPEC_MAX, "process", err);
+	_cleanup_(json_object_putp) json_object *over =
+	    parse(over_json, BL_OCI_SPEC_MAX, "exec", err);
+	if (!base || !over)
+		return -(err ? (int)err->code : BL_EINVAL);
+	static const char *const keys[] = {"args", "env", "terminal", "user", "cwd"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if ((i == 3 && !user) || (i == 4 && !cwd))
+			continue;
+		json_object *v = JV(over, keys[i]);
+		if (v)
+			json_object_object_add(base, keys[i], json_object_get(v));
+	}
+	json_object_object_del(base, "consoleSize");
+	*ret = bl_strdup(json_object_to_json_string_ext(base, JSON_C_TO_STRING_PLAIN));
+	return 0;
 }
 
 int bl_oci_resources_parse(const char *json, bl_oci_resources *ret, bl_error_t *err)

@@ -131,6 +131,16 @@ int bl_container_exec_opts(bl_container *c, const char *eid_in, const bl_process
 	int r = bl_spec_process_json(layers, 2, c->img, &json, err);
 	if (r < 0)
 		return r;
+	if (c->process_json) {
+		/* Capabilities, rlimits, no_new_privileges, ... as the spec says. */
+		char *merged = NULL;
+		r = bl_oci_process_overlay(c->process_json, json, po->user != NULL, po->cwd != NULL,
+					   &merged, err);
+		if (r < 0)
+			return r;
+		free(json);
+		json = merged;
+	}
 	char eid[BL_EXEC_ID_MAX + 1];
 	r = exec_id(eid_in, eid, sizeof(eid), err);
 	if (r < 0)

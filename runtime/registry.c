@@ -131,6 +131,7 @@ typedef struct req {
 	char content_type[128], docker_digest[80], www_auth[2048];
 	long retry_after;
 	bool overflow, restarted;
+	char refused_ip[64]; /* plain HTTP to this non-loopback address was refused */
 	int write_errno;
 	CURL *curl;
 	/* set after perform */
@@ -248,6 +249,27 @@ static char *auth_header(bl_registry *g)
 	return h;
 }
 
+static bool ip_is_loopback(const char *ip)
+{
+	return ip &&
+	       (!strncmp(ip, "127.", 4) || !strcmp(ip, "::1") || !strncmp(ip, "::ffff:127.", 11));
+}
+
+/* Before every connection, redirects included: plain HTTP only to loopback
+ * addresses, unless the registry is configured insecure. */
+static int on_prereq(void *p, char *ip, char *local_ip, int port, int local_port)
+{
+	req *q = p;
+	char *url = NULL;
+	(void)curl_easy_getinfo(q->curl, CURLINFO_EFFECTIVE_URL, &url);
+	if (url && !strncasecmp(url, "http://", 7) && !q->reg->conf.insecure &&
+	    !ip_is_loopback(ip)) {
+		snprintf(q->refused_ip, sizeof(q->refused_ip), "%s", ip ? ip : "?");
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
+}
+
 /* Common transfer options: protocols, redirects, TLS, stall detection. */
 static void common_opts(CURL *c, const bl_registry *g, bool https, char *errbuf)
 {
@@ -293,11 +315,14 @@ static CURLcode perform(req *q)
 	if (range)
 		h = curl_slist_append(h, range);
 	q->curl_msg[0] = '\0';
+	q->refused_ip[0] = '\0';
 	common_opts(c, g, https, q->curl_msg);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, q);
+	curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
+	curl_easy_setopt(c, CURLOPT_PREREQDATA, q);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, q);
 	free(q->ebuf);
@@ -378,6 +403,8 @@ static int fetch_token(bl_registry *g, const bl_auth_challenge *ch, bl_error_t *
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &q);
+	curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
+	curl_easy_setopt(c, CURLOPT_PREREQDATA, &q);
 	if (g->user) {
 		curl_easy_setopt(c, CURLOPT_USERNAME, g->user);
 		curl_easy_setopt(c, CURLOPT_PASSWORD, g->pass ? g->pass : "");
@@ -386,6 +413,11 @@ static int fetch_token(bl_registry *g, const bl_auth_challenge *ch, bl_error_t *
 	CURLcode rc = curl_easy_perform(c);
 	(void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &q.status);
 	_cleanup_free_ char *body = q.buf, *ebody = q.ebuf;
+	if (q.refused_ip[0])
+		return bl_set_error(err, BL_ENETWORK,
+				    "refusing plain HTTP to %s (token server %s; not loopback, "
+				    "registry not configured insecure)",
+				    q.refused_ip, rh);
 	if (rc != CURLE_OK)
 		return bl_set_error(err, tls_error(rc) ? BL_ENETWORK : BL_ENETWORK,
 				    "token server %s unreachable: %s", rh,
@@ -442,17 +474,24 @@ static int run(req *q, bl_error_t *err)
 			q->range_from = q->written;
 		q->restarted = false;
 		CURLcode rc = perform(q);
+		pthread_mutex_lock(&g->mu);
 		if (rc == CURLE_OK)
 			g->scheme_known = true;
-		if (rc == CURLE_SSL_CONNECT_ERROR && g->https && !g->scheme_known &&
-		    g->http_allowed) {
-			/* Loopback or insecure registry speaking plain HTTP. */
-			pthread_mutex_lock(&g->mu);
+		bool fallback = rc == CURLE_SSL_CONNECT_ERROR && g->https && !g->scheme_known &&
+				g->http_allowed;
+		if (fallback) /* loopback or insecure registry speaking plain HTTP */
 			g->https = false;
-			pthread_mutex_unlock(&g->mu);
+		pthread_mutex_unlock(&g->mu);
+		if (fallback) {
 			attempt--;
 			continue;
 		}
+		if (q->refused_ip[0])
+			return bl_set_error(
+			    err, BL_ENETWORK,
+			    "%s: refusing plain HTTP to %s (not loopback, registry not "
+			    "configured insecure)",
+			    g->host, q->refused_ip);
 		if (q->write_errno)
 			return q->write_errno == ENOSPC || q->write_errno == EDQUOT
 				   ? bl_set_error_errno(err, q->write_errno,

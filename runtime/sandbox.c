@@ -277,6 +277,7 @@ static bl_sandbox *sandbox_new(void)
 	bl_sandbox *sb = bl_malloc0(sizeof(*sb));
 	pthread_mutex_init(&sb->lock, NULL);
 	pthread_mutex_init(&sb->kill_lock, NULL);
+	pthread_mutex_init(&sb->share_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -301,6 +302,7 @@ static void sandbox_free_fields(bl_sandbox *sb)
 	free(sb->state_root);
 	pthread_mutex_destroy(&sb->lock);
 	pthread_mutex_destroy(&sb->kill_lock);
+	pthread_mutex_destroy(&sb->share_lock);
 	pthread_cond_destroy(&sb->cond);
 	free(sb);
 }
@@ -780,4 +782,35 @@ int bl_host_info_get(bl_host_info *ret, bl_error_t *err)
 	ret->libvirt_version = bl_vm_libvirt_version();
 	snprintf(ret->caps_cache_dir, sizeof(ret->caps_cache_dir), "%s", bl_vm_caps_cache_dir());
 	return 0;
+}
+
+/* ------------------------------------------------------------ suspend */
+
+static int suspend_vm(bl_sandbox *sb, bool suspend, bl_error_t *err)
+{
+	if (!sb->owned)
+		return bl_set_error(err, BL_ESTATE, "only the owner suspends the VM");
+	pthread_mutex_lock(&sb->kill_lock);
+	int r = sb->vm ? bl_vm_suspend(sb->vm, suspend, err)
+		       : bl_set_error(err, BL_ESTATE, "the VM is not running");
+	pthread_mutex_unlock(&sb->kill_lock);
+	return bl_sandbox_map_error(sb, r, err);
+}
+
+int bl_sandbox_suspend(bl_sandbox *sb, bl_error_t *err)
+{
+	return suspend_vm(sb, true, err);
+}
+
+int bl_sandbox_resume(bl_sandbox *sb, bl_error_t *err)
+{
+	return suspend_vm(sb, false, err);
+}
+
+bool bl_sandbox_suspended(bl_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->kill_lock);
+	bool s = sb->owned && sb->vm && bl_vm_is_suspended(sb->vm);
+	pthread_mutex_unlock(&sb->kill_lock);
+	return s;
 }

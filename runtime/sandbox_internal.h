@@ -19,8 +19,6 @@
 /* What older versions named it (cleaned up for dead sandboxes). */
 #define BL_SHARE_DIR_OLD   "rootfs"
 #define BL_MONITOR_SERVICE "boxlite.sandbox.v1.Monitor"
-/* Guest RAM kept out of the container's memory limit for the kernel and agent. */
-#define BL_GUEST_RESERVE_MIB 40
 /* Longest wait for the agent's preamble when no sandbox timeout is shorter. */
 #define BL_BOOT_TIMEOUT_SEC 120
 
@@ -36,8 +34,13 @@ struct bl_container {
 	const bl_image_defaults *img;
 	const bl_spec_process *layer;
 	char **annotations; /* key, value, ..., NULL */
+	char *process_json; /* the spec's process (exec_opts' base), or NULL */
 	bool tty, stdin_open;
 	bool started, paused, stopped;
+	/* The guest was told about the share directory: its entries stay until
+	 * the share goes (virtiofsd may hold them open, and a pending removal
+	 * would keep the share from going read-only again). */
+	bool guest_seen;
 	bl_container *next;
 };
 
@@ -63,7 +66,8 @@ struct bl_sandbox {
 	int64_t created; /* unix seconds */
 	/* Deadline timer and cancellation. */
 	pthread_mutex_t lock;
-	pthread_mutex_t kill_lock; /* serializes VM start and kill */
+	pthread_mutex_t kill_lock;  /* serializes VM start and kill */
+	pthread_mutex_t share_lock; /* the share is writable while held (host side) */
 	pthread_cond_t cond;
 	pthread_t timer;
 	bool timer_running, closing, timed_out, cancelled;

@@ -83,8 +83,10 @@ typedef struct bl_oci {
 	bool root_readonly;
 	bool terminal;
 	int64_t cpu_shares; /* 0: none (applied with UpdateContainer after create) */
-	/* What exec inherits: the spec process's env, cwd and "uid:gid". */
+	/* What exec inherits: the spec process's env, cwd and "uid:gid", and
+	 * the whole process object (capabilities, rlimits, ...). */
 	bl_image_defaults proc;
+	char *process_json;
 	bool has_process;
 } bl_oci;
 
@@ -95,6 +97,11 @@ typedef struct bl_oci {
 int bl_oci_translate(const char *spec_json, const char *share_prefix, const bl_oci_policy *pol,
 		     bl_oci *ret, bl_error_t *err);
 void bl_oci_clear(bl_oci *o);
+
+/* An exec's process: the container's spec process (base_json) with args,
+ * env and terminal from over_json, and its user / cwd when asked. */
+int bl_oci_process_overlay(const char *base_json, const char *over_json, bool user, bool cwd,
+			   char **ret, bl_error_t *err);
 
 /* An OCI LinuxResources object as new limits (fields absent: -1). */
 typedef struct bl_oci_resources {

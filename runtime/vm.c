@@ -726,3 +726,18 @@ unsigned long bl_vm_libvirt_version(void)
 	(void)virGetVersion(&v, NULL, NULL);
 	return v;
 }
+
+int bl_vm_suspend(bl_vm *vm, bool suspend, bl_error_t *err)
+{
+	if (!vm || !vm->dom)
+		return bl_set_error(err, BL_ESTATE, "the VM is not running");
+	int r = suspend ? virDomainSuspend(vm->dom) : virDomainResume(vm->dom);
+	return r < 0 ? virt_error(err, suspend ? "suspend domain" : "resume domain") : 0;
+}
+
+bool bl_vm_is_suspended(bl_vm *vm)
+{
+	int state = 0, reason = 0;
+	return vm && vm->dom && virDomainGetState(vm->dom, &state, &reason, 0) == 0 &&
+	       state == VIR_DOMAIN_PAUSED;
+}

@@ -74,6 +74,9 @@ bool bl_vm_is_running(bl_vm *vm);
 /* Waits until the domain is gone (guest rebooted) or timeout_ms passes
  * (-1: forever). Returns 0 when gone, BL_ETIMEOUT otherwise. */
 int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err);
+/* Stops (suspend) or continues the guest's vCPUs. */
+int bl_vm_suspend(bl_vm *vm, bool suspend, bl_error_t *err);
+bool bl_vm_is_suspended(bl_vm *vm);
 /* QEMU's pid on the host, or 0 when unknown. */
 pid_t bl_vm_qemu_pid(bl_vm *vm);
 /* Destroys the domain if it still exists (kills QEMU; libvirt stops

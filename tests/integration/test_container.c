@@ -203,6 +203,17 @@ static void test_two_containers(void)
 	CU_ASSERT_STRING_EQUAL(bl_container_status(c1), "stopped");
 	bl_process_free(i1);
 
+	/* The share itself is read-only (also to the guest, through virtiofsd)
+	 * outside of a create or delete. */
+	_cleanup_free_ char *junk = bl_asprintf("%s/share/junk", bl_sandbox_dir(sb));
+	int jfd = open(junk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	CU_ASSERT(jfd < 0 && errno == EROFS);
+	if (jfd >= 0)
+		close(jfd);
+	const char *const gw[] = {"sh", "-c", "mkdir /tmp/s && echo x > /tmp/s/f", NULL};
+	_cleanup_free_ char *gwo = run_in(c2, gw, &st);
+	CU_ASSERT_EQUAL(st, 0);
+
 	/* delete c1: its host mounts go, c2 is untouched. */
 	_cleanup_free_ char *share_c1 = bl_asprintf("%s/share/c0/rootfs", bl_sandbox_dir(sb));
 	CU_ASSERT(mounts_mention(share_c1));
@@ -296,6 +307,36 @@ static void test_binds_and_errors(void)
 	_cleanup_free_ char *o6 = run_in(r, touch, &st);
 	CU_ASSERT_NOT_EQUAL(st, 0);
 
+	/* user, rlimits, capabilities, noNewPrivileges from the spec; exec
+	 * inherits the user. */
+	_cleanup_free_ char *user_spec = bl_asprintf(
+	    "{\"ociVersion\":\"1.0.2\",\"process\":{\"user\":{\"uid\":65534,\"gid\":65534},"
+	    "\"args\":%s,\"env\":[\"PATH=/bin\"],\"cwd\":\"/tmp\",\"rlimits\":[{\"type\":"
+	    "\"RLIMIT_NOFILE\",\"hard\":77,\"soft\":77}],\"capabilities\":{\"bounding\":["
+	    "\"CAP_KILL\"],\"effective\":[],\"permitted\":[]},\"noNewPrivileges\":true},"
+	    "\"root\":{\"path\":\"rootfs\"}}",
+	    init_loop);
+	bl_container *u = create(sb, "user", root, user_spec, &err);
+	if (!u)
+		printf("\n  create user: %s\n", err.msg);
+	CU_ASSERT_FATAL(u != NULL);
+	bl_process *ui = NULL;
+	CU_ASSERT_EQUAL_FATAL(bl_container_start(u, &ui, &err), 0);
+	const char *const who[] = {
+	    "sh", "-c",
+	    "exec 2>&1; id -u; ulimit -n; pwd; busybox grep -E '^(CapBnd|NoNewPrivs)' "
+	    "/proc/self/status; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/1/status; "
+	    "busybox grep 'open files' /proc/1/limits | busybox tr -s ' '",
+	    NULL};
+	_cleanup_free_ char *wo = run_in(u, who, &st);
+	const char *want =
+	    "65534\n77\n/tmp\nCapBnd:\t0000000000000020\nNoNewPrivs:\t1\n"
+	    "CapBnd:\t0000000000000020\nNoNewPrivs:\t1\nMax open files 77 77 files \n";
+	CU_ASSERT_STRING_EQUAL(wo, want);
+	if (strcmp(wo, want))
+		printf("\n  got: %s\n", wo);
+	bl_process_free(ui);
+
 	/* What the VM cannot honour: clear errors, nothing left on the host. */
 	static const struct {
 		const char *extra;
@@ -334,7 +375,7 @@ static void test_binds_and_errors(void)
 	struct dirent *de;
 	while (d && (de = readdir(d)))
 		entries += de->d_name[0] != '.';
-	CU_ASSERT_EQUAL(entries, 2);
+	CU_ASSERT_EQUAL(entries, 3);
 
 	/* Delete releases the bind mounts too. */
 	_cleanup_free_ char *share_m = bl_asprintf("%s/share/c0/m0", bl_sandbox_dir(sb));
@@ -391,6 +432,75 @@ static void test_vm_death(void)
 	sb_assert_clean();
 }
 
+struct par {
+	bl_sandbox *sb;
+	const char *root, *spec;
+	char id[16];
+	bl_container *c;
+	bl_process *init;
+	char *out;
+	int r;
+};
+
+static void *create_main(void *arg)
+{
+	struct par *p = arg;
+	bl_error_t err = BL_ERROR_INIT;
+	p->c = create(p->sb, p->id, p->root, p->spec, &err);
+	p->r = p->c ? bl_container_start(p->c, &p->init, &err) : -1;
+	if (p->r == 0) {
+		int st;
+		const char *const argv[] = {"sh", "-c", "hostname; cat /marker", NULL};
+		p->out = run_in(p->c, argv, &st);
+	}
+	if (p->r < 0)
+		printf("\n  %s: %s\n", p->id, err.msg);
+	return NULL;
+}
+
+static void *delete_main(void *arg)
+{
+	struct par *p = arg;
+	bl_error_t err = BL_ERROR_INIT;
+	bl_process_free(p->init);
+	p->r = bl_container_delete(p->c, &err);
+	return NULL;
+}
+
+/* A pod's containers may be created, used and deleted at the same time. */
+static void test_concurrent(void)
+{
+	SKIP_UNLESS_ENV();
+	_cleanup_free_ char *root = make_rootfs("par");
+	bl_sandbox *sb = bare_sandbox();
+	_cleanup_free_ char *spec = spec_with(init_loop, NULL);
+	struct par ps[4];
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++) {
+		ps[i] = (struct par){.sb = sb, .root = root, .spec = spec};
+		snprintf(ps[i].id, sizeof(ps[i].id), "par%d", i);
+		CU_ASSERT_FATAL(pthread_create(&t[i], NULL, create_main, &ps[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 4; i++) {
+		CU_ASSERT_EQUAL(ps[i].r, 0);
+		CU_ASSERT(ps[i].out && !strcmp(ps[i].out, "ctr\npar"));
+		free(ps[i].out);
+	}
+	for (int i = 0; i < 4; i++)
+		if (ps[i].c)
+			CU_ASSERT_FATAL(pthread_create(&t[i], NULL, delete_main, &ps[i]) == 0);
+	for (int i = 0; i < 4; i++)
+		if (ps[i].c) {
+			pthread_join(t[i], NULL);
+			CU_ASSERT_EQUAL(ps[i].r, 0);
+		}
+	CU_ASSERT_PTR_NULL(bl_sandbox_find_container(sb, "par0"));
+	bl_sandbox_destroy(sb);
+	sb_assert_clean();
+}
+
 /* The CLI path: a non-bare sandbox's built-in container is reachable as a
  * container too. */
 static void test_main_container(void)
@@ -415,6 +525,15 @@ static void test_main_container(void)
 	char ver[64] = "";
 	CU_ASSERT_EQUAL(bl_sandbox_ping(sb, ver, sizeof(ver), &err), 0);
 	CU_ASSERT(ver[0] != '\0');
+	/* The whole VM suspended and resumed: the guest carries on. */
+	CU_ASSERT(!bl_sandbox_suspended(sb));
+	CU_ASSERT_EQUAL(bl_sandbox_suspend(sb, &err), 0);
+	CU_ASSERT(bl_sandbox_suspended(sb));
+	CU_ASSERT(bl_sandbox_alive(sb));
+	CU_ASSERT_EQUAL(bl_sandbox_resume(sb, &err), 0);
+	CU_ASSERT(!bl_sandbox_suspended(sb));
+	_cleanup_free_ char *out2 = run_in(m, ls, &st);
+	CU_ASSERT_STRING_EQUAL(out2, "/bin/busybox\n");
 	bl_process_free(init);
 	bl_sandbox_destroy(sb);
 	sb_assert_clean();
@@ -426,6 +545,7 @@ int main(void)
 	    {"two containers in one VM", test_two_containers},
 	    {"bind mounts, read-only root, unsupported specs", test_binds_and_errors},
 	    {"the VM dies under a waiting caller", test_vm_death},
+	    {"containers created and deleted concurrently", test_concurrent},
 	    {"the built-in container", test_main_container},
 	    {NULL, NULL},
 	};

@@ -71,9 +71,23 @@ static bool wait_port(int port, int ms)
 	return false;
 }
 
+/* Every server spawned, so a test that stops half-way leaks none of them. */
+static pid_t spawned[64];
+static size_t n_spawned;
+
+static void kill_spawned(void)
+{
+	for (size_t i = 0; i < n_spawned; i++)
+		if (spawned[i] > 0 && kill(spawned[i], SIGKILL) == 0)
+			(void)waitpid(spawned[i], NULL, 0);
+	n_spawned = 0;
+}
+
 static pid_t spawn(char *const argv[], const char *log)
 {
 	pid_t pid = fork();
+	if (pid > 0 && n_spawned < BL_ARRAY_SIZE(spawned))
+		spawned[n_spawned++] = pid;
 	if (pid == 0) {
 		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -94,6 +108,9 @@ static void stop(pid_t *pid)
 	if (*pid > 0) {
 		kill(*pid, SIGKILL);
 		(void)waitpid(*pid, NULL, 0);
+		for (size_t i = 0; i < n_spawned; i++)
+			if (spawned[i] == *pid)
+				spawned[i] = -1;
 	}
 	*pid = -1;
 }
@@ -1065,6 +1082,7 @@ int main(void)
 	    {NULL, NULL},
 	};
 	int rc = bl_test_run("pull", tests);
+	kill_spawned();
 	sb_env_teardown();
 	server_free(&reg);
 	image_free(&img_a);

@@ -41,8 +41,11 @@ void bl_gen_tar(const bl_gen_entry *entries, bool gzip, void **ret, size_t *ret_
 	size_t used = 0;
 	struct archive *a = archive_write_new();
 	archive_write_set_format_pax_restricted(a);
-	if (gzip)
+	if (gzip) {
 		archive_write_add_filter_gzip(a);
+		/* No mtime in the gzip header: the same entries, the same blob. */
+		(void)archive_write_set_options(a, "gzip:!timestamp");
+	}
 	archive_write_set_bytes_in_last_block(a, 1);
 	if (archive_write_open_memory(a, buf, cap, &used) != ARCHIVE_OK)
 		die(archive_error_string(a));

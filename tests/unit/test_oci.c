@@ -256,6 +256,37 @@ static void test_resources(void)
 	CU_ASSERT_EQUAL(bl_oci_resources_parse("nope", &r, &err), -BL_EINVAL);
 }
 
+static void test_process_overlay(void)
+{
+	const char *base =
+	    "{\"args\":[\"init\"],\"env\":[\"A=1\"],\"cwd\":\"/w\",\"user\":{"
+	    "\"uid\":5,\"gid\":6,\"additionalGids\":[7]},\"rlimits\":[{\"type\":"
+	    "\"RLIMIT_NOFILE\",\"hard\":9,\"soft\":9}],\"consoleSize\":{\"height\":1,"
+	    "\"width\":1},\"noNewPrivileges\":true}";
+	const char *over = "{\"args\":[\"ls\"],\"env\":[\"A=1\",\"B=2\"],\"cwd\":\"/x\","
+			   "\"user\":{\"uid\":0,\"gid\":0},\"terminal\":true}";
+	char *out = NULL;
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_EQUAL_FATAL(bl_oci_process_overlay(base, over, false, false, &out, &err), 0);
+	_cleanup_(json_object_putp) json_object *o = json_tokener_parse(out);
+	CU_ASSERT_STRING_EQUAL(
+	    json_object_get_string(json_object_array_get_idx(member(o, "args"), 0)), "ls");
+	CU_ASSERT_EQUAL(json_object_array_length(member(o, "env")), 2);
+	CU_ASSERT_STRING_EQUAL(json_object_get_string(member(o, "cwd")), "/w");
+	CU_ASSERT_EQUAL(json_object_get_int(member(o, "user.uid")), 5);
+	CU_ASSERT_PTR_NOT_NULL(member(o, "user.additionalGids"));
+	CU_ASSERT_PTR_NOT_NULL(member(o, "rlimits"));
+	CU_ASSERT_PTR_NULL(member(o, "consoleSize"));
+	CU_ASSERT(json_object_get_boolean(member(o, "terminal")));
+	free(out);
+	CU_ASSERT_EQUAL_FATAL(bl_oci_process_overlay(base, over, true, true, &out, &err), 0);
+	_cleanup_(json_object_putp) json_object *o2 = json_tokener_parse(out);
+	CU_ASSERT_STRING_EQUAL(json_object_get_string(member(o2, "cwd")), "/x");
+	CU_ASSERT_EQUAL(json_object_get_int(member(o2, "user.uid")), 0);
+	free(out);
+	CU_ASSERT_EQUAL(bl_oci_process_overlay("[", over, true, true, &out, &err), -BL_EINVAL);
+}
+
 int main(void)
 {
 	static const bl_test_case tests[] = {
@@ -263,6 +294,7 @@ int main(void)
 	    {"unsupported fields", test_unsupported},
 	    {"hostile specs", test_hostile},
 	    {"update resources", test_resources},
+	    {"exec inherits the spec process", test_process_overlay},
 	    {NULL, NULL},
 	};
 	return bl_test_run("oci", tests);
