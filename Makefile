@@ -69,7 +69,7 @@ endif
 
 .PHONY: sdk-install
 .PHONY: all help setup deps image test-images kernel check check-unit check-asan check-integration format format-check \
-        install clean fuzz bench tests
+        install clean fuzz bench tests soak
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) tests
@@ -85,6 +85,7 @@ help:
 	@echo "make install            install under DESTDIR/PREFIX"
 	@echo "make format|format-check  clang-format the sources / check they are"
 	@echo "make fuzz               build and run the libFuzzer targets (FUZZ_SECONDS=60)"
+	@echo "make soak               the long hostile soak: 50 sandboxes x 20 cycles (outside CI)"
 	@echo "make bench              benchmarks (figures beside their baselines)"
 
 deps:
@@ -211,6 +212,11 @@ check: all image test-images
 	$(MAKE) SAN=1 BUILD=$(BUILD)/asan tests
 	tests/run-tests.sh $(BUILD)
 
+# The long soak (outside CI): 50 sandboxes x 20 cycles of hostile workloads.
+soak: all
+	BL_SOAK_SANDBOXES=$${BL_SOAK_SANDBOXES:-50} BL_SOAK_CYCLES=$${BL_SOAK_CYCLES:-20} \
+	  BOXLITE_BUILD=$(abspath $(BUILD)) $(BUILD)/tests/integration/test_soak
+
 check-unit: tests
 	tests/run-tests.sh --unit-only $(BUILD)
 
@@ -235,6 +241,15 @@ $(BUILD)/fuzz/fuzz_ttrpc: tests/fuzz/fuzz_ttrpc.c $(COMMON_SRC) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon \
 	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) -pthread
+
+# The agent's request decoding: the agent's own parsers, no runtime/.
+AGENT_FUZZ_SRC := agent/spec.c agent/seccomp.c agent/validate.c
+$(BUILD)/fuzz/fuzz_agent_request: tests/fuzz/fuzz_agent_request.c $(AGENT_FUZZ_SRC) $(COMMON_SRC) \
+		| $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon \
+	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(AGENT_FUZZ_SRC) $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) \
+	  -pthread
 
 fuzz: $(FUZZ_BIN)
 	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)

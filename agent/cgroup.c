@@ -31,8 +31,8 @@ static int cg_write(const char *dir, const char *file, const char *val, bl_error
 int agent_cgroup_setup(bl_error_t *err)
 {
 	(void)mkdir(AGENT_CGROUP_ROOT, 0755);
-	if (mount("cgroup2", AGENT_CGROUP_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) <
-		0 &&
+	if (mount("cgroup2", AGENT_CGROUP_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "nsdelegate") < 0 &&
 	    errno != EBUSY)
 		return bl_set_error_errno(err, errno, "mount cgroup2");
 	int r = cg_write(AGENT_CGROUP_ROOT, "cgroup.subtree_control", "+memory +pids +cpu", err);

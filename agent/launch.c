@@ -43,6 +43,7 @@ enum step {
 	STEP_RLIMIT,
 	STEP_CWD,
 	STEP_CAPBSET,
+	STEP_SECCOMP,
 	STEP_SETGROUPS,
 	STEP_SETGID,
 	STEP_SETUID,
@@ -70,6 +71,7 @@ static const char *const step_names[] = {
     "setrlimit",
     "chdir",
     "drop bounding capabilities",
+    "install the seccomp filter",
     "setgroups",
     "setgid",
     "setuid",
@@ -194,19 +196,47 @@ static void child_dev(int errfd)
 	(void)mount_at("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 }
 
-/* Kernel-wide knobs stay out of reach of a container's root: containers of
- * one pod share the guest kernel. */
-static void child_mask_proc(int errfd)
+/* Kernel-wide knobs and kernel memory stay out of reach of a container's
+ * root (containers of one pod share the guest kernel): Docker's masked
+ * paths (files under /dev/null, directories under an empty read-only tmpfs)
+ * and read-only paths. */
+static void child_mask_paths(int errfd)
 {
-	static const char *const masked[] = {"/proc/sysrq-trigger", "/proc/kcore",
-					     "/proc/timer_list"};
-	CHECK(mount("/proc/sys", "/proc/sys", NULL, MS_BIND | MS_REC, NULL) == 0 &&
-		  mount(NULL, "/proc/sys", NULL,
-			MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-			NULL) == 0,
-	      STEP_MOUNT_PROC);
+	static const char *const masked[] = {
+	    "/proc/asound",
+	    "/proc/acpi",
+	    "/proc/kcore",
+	    "/proc/keys",
+	    "/proc/latency_stats",
+	    "/proc/timer_list",
+	    "/proc/timer_stats",
+	    "/proc/sched_debug",
+	    "/proc/scsi",
+	    "/proc/sysrq-trigger" /* also read-only below; masked is stricter */,
+	    "/sys/firmware",
+	    "/sys/devices/virtual/powercap",
+	    "/sys/kernel/debug",
+	    "/sys/kernel/security"};
+	static const char *const readonly[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"};
+	for (size_t i = 0; i < BL_ARRAY_SIZE(readonly); i++) {
+		if (access(readonly[i], F_OK) < 0)
+			continue;
+		CHECK(mount(readonly[i], readonly[i], NULL, MS_BIND | MS_REC, NULL) == 0 &&
+			  mount(NULL, readonly[i], NULL,
+				MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+				NULL) == 0,
+		      STEP_MOUNT_PROC);
+	}
 	for (size_t i = 0; i < BL_ARRAY_SIZE(masked); i++) {
-		if (access(masked[i], F_OK) == 0)
+		struct stat st;
+		if (lstat(masked[i], &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			CHECK(mount("tmpfs", masked[i], "tmpfs",
+				    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+				    "size=4k,mode=555") == 0,
+			      STEP_MOUNT_PROC);
+		else
 			CHECK(mount("/dev/null", masked[i], NULL, MS_BIND, NULL) == 0,
 			      STEP_MOUNT_PROC);
 	}
@@ -217,10 +247,10 @@ static void child_mounts(const agent_launch *l, int errfd)
 	CHECK(mount_at("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0,
 	      STEP_MOUNT_PROC);
 	child_dev(errfd);
-	child_mask_proc(errfd);
 	CHECK(mount_at("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
 		       NULL) == 0,
 	      STEP_MOUNT_SYS);
+	child_mask_paths(errfd);
 	if (l->readonly)
 		(void)mount_at("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
 			       "mode=1777,size=65536k");
@@ -310,6 +340,11 @@ static void child_creds(const agent_launch *l, int errfd)
 	}
 	/* Raw system calls: glibc's wrappers broadcast to the parent's threads
 	 * (setxid), which do not exist in this child, and hang. */
+	/* Still root with every capability here, so no no_new_privs is needed;
+	 * the filter allows what follows (setgroups .. execve). */
+	int se = agent_seccomp_install(l->seccomp);
+	errno = -se;
+	CHECK(se == 0, STEP_SECCOMP);
 	CHECK(syscall(SYS_setgroups, l->n_gids, l->gids) == 0, STEP_SETGROUPS);
 	CHECK(syscall(SYS_setresgid, l->gid, l->gid, l->gid) == 0, STEP_SETGID);
 	CHECK(syscall(SYS_setresuid, l->uid, l->uid, l->uid) == 0, STEP_SETUID);

@@ -46,6 +46,7 @@ typedef struct agent_launch {
 	size_t n_rlimits;
 	agent_caps caps;
 	bool no_new_privileges;
+	const agent_seccomp *seccomp; /* NULL: none */
 	int oom_score_adj;
 } agent_launch;
 

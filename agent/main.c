@@ -128,6 +128,35 @@ int agent_open_port(const char *name)
 	return -1;
 }
 
+/* Guest-wide hardening before any container exists (the kernel is shared by
+ * every container of the sandbox): no user namespaces at all (container root
+ * would get CAP_SYS_ADMIN over a new namespace's mounts), no unprivileged
+ * bpf or userfaultfd, no kernel pointers or log for the unprivileged, the
+ * protected_* link rules. Best effort: a knob the kernel lacks is skipped. */
+static void harden_sysctls(void)
+{
+	static const char *const knobs[][2] = {
+	    {"/proc/sys/user/max_user_namespaces", "0"},
+	    {"/proc/sys/kernel/unprivileged_bpf_disabled", "1"},
+	    {"/proc/sys/vm/unprivileged_userfaultfd", "0"},
+	    {"/proc/sys/kernel/kptr_restrict", "2"},
+	    {"/proc/sys/kernel/dmesg_restrict", "1"},
+	    {"/proc/sys/kernel/perf_event_paranoid", "3"},
+	    {"/proc/sys/fs/protected_symlinks", "1"},
+	    {"/proc/sys/fs/protected_hardlinks", "1"},
+	    {"/proc/sys/fs/protected_fifos", "2"},
+	    {"/proc/sys/fs/protected_regular", "2"},
+	};
+	for (size_t i = 0; i < BL_ARRAY_SIZE(knobs); i++) {
+		int fd = open(knobs[i][0], O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (write(fd, knobs[i][1], strlen(knobs[i][1])) < 0)
+			bl_warn("%s: %s", knobs[i][0], strerror(errno));
+		close(fd);
+	}
+}
+
 /* Boot probe (kernel cmdline boxlite.probe=TAG): mount the virtio-fs share
  * TAG, send "BOXLITE-PROBE <first line of .boxlite-probe>" and reboot. Used
  * by the boot test and for diagnosing a host's VM set-up. */
@@ -210,6 +239,7 @@ int main(int argc, char **argv)
 	mount_basics();
 	bl_log_setup(2, cmdline_log_level(), "boxlite-agent");
 	ensure_stdio();
+	harden_sysctls();
 	_cleanup_free_ char *probe = agent_cmdline_get("boxlite.probe");
 	if (probe) {
 		int port = agent_open_port(AGENT_PORT_NAME);

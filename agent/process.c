@@ -196,6 +196,7 @@ static void fill_launch(agent_launch *l, agent_container *c, const agent_process
 	    .rlimits = p->rlimits,
 	    .n_rlimits = p->n_rlimits,
 	    .no_new_privileges = p->no_new_privileges,
+	    .seccomp = &c->spec->seccomp,
 	    .oom_score_adj = p->has_oom_score_adj ? p->oom_score_adj : 0,
 	};
 	if (p->has_caps) {

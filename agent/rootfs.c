@@ -87,7 +87,9 @@ static int mount_overlay(const char *cdir, int lowerfd, const char *root, bl_err
 	_cleanup_free_ char *opts = bl_asprintf("lowerdir=/proc/self/fd/%d,upperdir=%s/upper/"
 						"upper,workdir=%s/upper/work",
 						lowerfd, cdir, cdir);
-	if (mount("overlay", root, "overlay", 0, opts) < 0)
+	/* nodev: a device node in the image or made in the writable layer opens
+	 * nothing (no device cgroup guards the guest's disks and channel). */
+	if (mount("overlay", root, "overlay", MS_NODEV, opts) < 0)
 		return bl_set_error_errno(err, errno, "mount overlay");
 	return 0;
 }

@@ -582,6 +582,8 @@ static int parse_linux(json_object *o, agent_spec *s, bl_error_t *err)
 	r = parse_resources(JV(o, "resources"), s, err);
 	if (r == 0)
 		r = parse_namespaces(JV(o, "namespaces"), s, err);
+	if (r == 0 && JV(o, "seccomp"))
+		r = agent_seccomp_from_oci(JV(o, "seccomp"), &s->seccomp, err);
 	return r;
 }
 
@@ -617,6 +619,8 @@ int agent_spec_parse(const char *json, size_t len, agent_spec **ret, bl_error_t 
 		r = parse_linux(JV(o, "linux"), s, err);
 	if (r == 0)
 		r = parse_mounts(JV(o, "mounts"), s, err);
+	if (r == 0 && !s->seccomp.insns)
+		r = agent_seccomp_default(&s->seccomp, err);
 	if (r < 0)
 		return bl_error_prefix(err, "spec");
 	*ret = steal_pointer(&s);
@@ -652,15 +656,16 @@ void agent_spec_free(agent_spec *s)
 		free(s->binds[i].destination);
 	}
 	free(s->binds);
+	agent_seccomp_clear(&s->seccomp);
 	free(s);
 }
 
 uint64_t agent_caps_default(void)
 {
 	static const int caps[] = {
-	    CAP_CHOWN,	CAP_DAC_OVERRIDE, CAP_FSETID,	   CAP_FOWNER,	CAP_NET_RAW,
-	    CAP_SETGID, CAP_SETUID,	  CAP_SETFCAP,	   CAP_SETPCAP, CAP_NET_BIND_SERVICE,
-	    CAP_KILL,	CAP_SYS_CHROOT,	  CAP_AUDIT_WRITE,
+	    CAP_CHOWN,	    CAP_DAC_OVERRIDE, CAP_FSETID,  CAP_FOWNER,		 CAP_SETGID,
+	    CAP_SETUID,	    CAP_SETFCAP,      CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_KILL,
+	    CAP_SYS_CHROOT, CAP_AUDIT_WRITE,
 	};
 	uint64_t m = 0;
 	for (size_t i = 0; i < BL_ARRAY_SIZE(caps); i++)

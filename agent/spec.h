@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "bl_error.h"
+#include "seccomp.h"
 
 #define AGENT_SPEC_MAX_BYTES	  (256u * 1024)
 #define AGENT_SPEC_MAX_DEPTH	  32
@@ -73,12 +74,13 @@ typedef struct agent_bind {
 typedef struct agent_spec {
 	agent_process_spec *process; /* may be NULL when "process" is absent */
 	bool root_readonly;
-	char *hostname;	      /* NULL: inherit the guest's */
-	int64_t memory_limit; /* bytes, -1 = unlimited */
-	int64_t pids_limit;   /* -1 = unlimited */
-	int64_t cpu_quota;    /* usec per period, -1 = unlimited */
-	uint64_t cpu_period;  /* usec, 0 = default 100000 */
-	bool new_netns;	      /* false only when linux.namespaces omits "network" */
+	char *hostname;	       /* NULL: inherit the guest's */
+	int64_t memory_limit;  /* bytes, -1 = unlimited */
+	int64_t pids_limit;    /* -1 = unlimited */
+	int64_t cpu_quota;     /* usec per period, -1 = unlimited */
+	uint64_t cpu_period;   /* usec, 0 = default 100000 */
+	bool new_netns;	       /* false only when linux.namespaces omits "network" */
+	agent_seccomp seccomp; /* linux.seccomp compiled, else boxlite's default */
 	agent_mount *mounts;
 	size_t n_mounts;
 	agent_bind *binds; /* mounted by the agent before the init starts */
@@ -93,7 +95,8 @@ int agent_process_spec_parse(const char *json, size_t len, agent_process_spec **
 void agent_spec_free(agent_spec *s);
 void agent_process_spec_free(agent_process_spec *p);
 
-/* Docker's default capability set minus CAP_MKNOD (a device node would reach
+/* Docker's default capability set minus CAP_MKNOD and CAP_NET_RAW (raw and
+ * packet sockets reach the guest kernel's whole packet path; a device node would reach
  * the guest's disks and channel, which no device cgroup guards here). */
 uint64_t agent_caps_default(void);
 /* Maps "RLIMIT_NOFILE" etc. to RLIMIT_*, or -1. */

@@ -186,3 +186,38 @@ char *bl_asprintf(const char *fmt, ...)
 		abort();
 	return r;
 }
+
+void bl_sanitize_text(char *buf, size_t len, bool keep_newlines)
+{
+	unsigned char *p = (unsigned char *)buf;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = p[i];
+		if (c == '\n' || c == '\t') {
+			if (!keep_newlines)
+				p[i] = ' ';
+			continue;
+		}
+		if (c < 0x20 || c == 0x7f) {
+			p[i] = '?';
+			continue;
+		}
+		if (c < 0x80)
+			continue;
+		/* UTF-8: a lead byte and its continuation bytes stay; a stray
+		 * continuation byte (0x80-0xbf: C1 controls among them) does not. */
+		size_t need = c >= 0xf0 && c < 0xf5   ? 3
+			      : c >= 0xe0	      ? 2
+			      : c >= 0xc2 && c < 0xe0 ? 1
+						      : 0;
+		if (c >= 0xf5)
+			need = 0;
+		size_t k = 1;
+		while (k <= need && i + k < len && (p[i + k] & 0xc0) == 0x80)
+			k++;
+		if (need == 0 || k != need + 1) {
+			p[i] = '?';
+			continue;
+		}
+		i += need;
+	}
+}

@@ -1,6 +1,7 @@
 /* Small system helpers shared by the runtime, the shim and the agent. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,6 +21,12 @@ int bl_write_file(const char *path, const void *buf, size_t len, int mode, bl_er
 int bl_mkdir_p(const char *path, int mode, bl_error_t *err);
 /* Removes a tree without following symlinks and without crossing mounts. */
 int bl_rm_rf(const char *path, bl_error_t *err);
+
+/* Text from a guest, an image or a socket, made safe for a terminal in
+ * place: control characters (ESC, CSI, BEL, backspace, carriage return, DEL
+ * and the C1 range 0x80-0x9f when it is not inside UTF-8) become '?';
+ * newline and tab stay when keep_newlines. */
+void bl_sanitize_text(char *buf, size_t len, bool keep_newlines);
 
 uint64_t bl_now_monotonic_ns(void);
 uint64_t bl_now_realtime_ns(void);

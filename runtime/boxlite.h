@@ -156,6 +156,23 @@ int bl_process_run_io(bl_process *p, int in_fd, int out_fd, int err_fd, bl_exit 
 		      bl_error_t *err);
 void bl_process_free(bl_process *p);
 
+/*
+ * Files in and out of a running sandbox. copy_out archives the guest path
+ * (the guest's tar writes it: untrusted) and extracts it in-process into
+ * host_dir/BASENAME under the image-layer rules (entries only under that
+ * name, no absolute names or "..", regular files, directories and symlinks
+ * staying inside only, no setuid/setgid bits, nothing through a symlink,
+ * limits: 1 GiB or $BOXLITE_COPY_MAX_BYTES, 100000 entries), into a fresh
+ * temporary directory renamed into place; BL_EEXIST if the name exists,
+ * BL_EPROTO for an archive breaking a rule (nothing is left then).
+ * copy_in archives host_path (symlinks not followed) and unpacks it into the
+ * guest directory with the guest's tar.
+ */
+int bl_sandbox_copy_out(bl_sandbox *sb, const char *guest_path, const char *host_dir,
+			bl_error_t *err);
+int bl_sandbox_copy_in(bl_sandbox *sb, const char *host_path, const char *guest_dir,
+		       bl_error_t *err);
+
 /* ------------------------------------------------------------ containers
  *
  * A sandbox (one VM) holds any number of containers (at most 64), each with
@@ -208,10 +225,11 @@ typedef struct bl_container_options {
 	 * a stdin pipe (else /dev/null). */
 	bool tty;
 	bool stdin_open;
-	/* Accept (and do not apply) seccomp, AppArmor and SELinux settings
-	 * (process.apparmorProfile, process.selinuxLabel, linux.seccomp,
-	 * linux.mountLabel): the VM is the isolation boundary. false: they are
-	 * BL_EUNSUPPORTED. */
+	/* Accept AppArmor and SELinux settings (process.apparmorProfile,
+	 * process.selinuxLabel, linux.mountLabel) without applying them (the VM
+	 * is the isolation boundary), and linux.seccomp, which the guest agent
+	 * applies in place of its Docker-like default profile (a spec without
+	 * it gets that default). false: they are BL_EUNSUPPORTED. */
 	bool ignore_lsm;
 	/* Accept (and do not run) OCI hooks; false: BL_EUNSUPPORTED. */
 	bool ignore_hooks;

@@ -326,9 +326,15 @@ int bl_container_create_main(bl_sandbox *sb, const char *spec_json, bl_error_t *
 		_cleanup_free_ char *dst = bl_asprintf("%s/rootfs", c->host_dir);
 		if (mkdir(dst, 0755) < 0)
 			r = bl_set_error_errno(err, errno, "share: mkdir %s", dst);
-		else if ((r = bl_share_bind(sb->rootfs, dst, true, err)) < 0)
+		/* By the descriptor opened when the rootfs was resolved (the magic
+		 * link is the open directory, not a new lookup): a path component
+		 * swapped since cannot redirect the share. */
+		_cleanup_free_ char *src = sb->rootfs_fd >= 0
+					       ? bl_asprintf("/proc/self/fd/%d", sb->rootfs_fd)
+					       : bl_strdup(sb->rootfs);
+		if (r == 0 && (r = bl_share_bind(src, dst, true, err)) < 0)
 			(void)rmdir(dst);
-		else
+		else if (r == 0)
 			strv_push(&c->mounts, steal_pointer(&dst));
 		if (r < 0)
 			bl_error_prefix(err, "read-only image view");

@@ -654,6 +654,10 @@ static int translate_linux(json_object *lx, const bl_oci_policy *pol, json_objec
 		r = translate_namespaces(JV(lx, "namespaces"), out, err);
 	if (r == 0)
 		r = translate_resources(JV(lx, "resources"), pol, out, ret, err);
+	/* An accepted linux.seccomp goes to the agent, which compiles and
+	 * applies it in place of its Docker-like default (agent/seccomp.c). */
+	if (r == 0 && !is_empty(JV(lx, "seccomp")))
+		json_object_object_add(out, "seccomp", json_object_get(JV(lx, "seccomp")));
 	return r;
 }
 

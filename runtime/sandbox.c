@@ -166,9 +166,7 @@ char *bl_sandbox_console_tail(const bl_sandbox *sb, size_t max)
 	}
 	buf[n] = '\0';
 	/* Console bytes come from the guest: keep them printable. */
-	for (ssize_t i = 0; i < n; i++)
-		if ((buf[i] < 0x20 && buf[i] != '\n') || buf[i] == 0x7f)
-			buf[i] = '?';
+	bl_sanitize_text(buf, (size_t)n, true);
 	return buf;
 }
 
@@ -185,6 +183,15 @@ int bl_sandbox_map_error(bl_sandbox *sb, int r, bl_error_t *err)
 		return bl_set_error(err, BL_ETIMEOUT, "timed out after %u s", sb->timeout_sec);
 	if (cancelled)
 		return bl_set_error(err, BL_ECANCELED, "sandbox cancelled");
+	/* A VM process killed from outside: say which, not "agent lost". The
+	 * reaper may be a moment behind the channel's EOF. */
+	const char *why = sb->vm ? bl_vm_dead_reason(sb->vm) : NULL;
+	for (int i = 0; sb->vm && !why && r == -BL_EAGENTLOST && i < 20; i++) {
+		usleep(10000);
+		why = bl_vm_dead_reason(sb->vm);
+	}
+	if (why)
+		return bl_set_error(err, BL_EBACKEND, "sandbox ended: %s", why);
 	return r;
 }
 
@@ -283,6 +290,7 @@ static bl_sandbox *sandbox_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sb->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	sb->rootfs_fd = -1;
 	return sb;
 }
 
@@ -297,6 +305,9 @@ static void sandbox_free_fields(bl_sandbox *sb)
 	free(sb->user);
 	free(sb->image);
 	free(sb->rootfs);
+	if (sb->rootfs_fd >= 0)
+		close(sb->rootfs_fd);
+	sb->rootfs_fd = -1;
 	free(sb->share);
 	free(sb->dir);
 	free(sb->state_root);
@@ -344,14 +355,18 @@ static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t
 	uint64_t t0 = bl_now_monotonic_ns();
 	_cleanup_free_ char *config = NULL;
 	if (o->rootfs) {
+		/* Opened once; everything later goes through this descriptor. */
 		struct stat st;
-		if (stat(o->rootfs, &st) < 0)
+		sb->rootfs_fd = open(o->rootfs, O_PATH | O_CLOEXEC);
+		if (sb->rootfs_fd < 0)
 			return bl_set_error(err, BL_ENOTFOUND, "rootfs directory %s: %s", o->rootfs,
 					    strerror(errno));
-		if (!S_ISDIR(st.st_mode))
+		if (fstat(sb->rootfs_fd, &st) < 0 || !S_ISDIR(st.st_mode))
 			return bl_set_error(err, BL_EINVAL, "rootfs %s is not a directory",
 					    o->rootfs);
-		sb->rootfs = realpath(o->rootfs, NULL);
+		char link[64];
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", sb->rootfs_fd);
+		sb->rootfs = realpath(link, NULL);
 		if (!sb->rootfs)
 			return bl_set_error_errno(err, errno, "rootfs %s", o->rootfs);
 		sb->image = bl_strdup(sb->rootfs);
@@ -361,6 +376,9 @@ static int resolve_image(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t
 		if (r < 0)
 			return bl_error_prefix(err, "image");
 		sb->image = bl_strdup(ref);
+		sb->rootfs_fd = open(sb->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (sb->rootfs_fd < 0)
+			return bl_set_error_errno(err, errno, "image %s: open %s", ref, sb->rootfs);
 	}
 	int r = bl_image_defaults_parse(config, &sb->img, err);
 	if (r < 0)
@@ -544,10 +562,17 @@ static void annotate_failure(bl_sandbox *sb, bl_error_t *err)
 	size_t len = 0;
 	if (bl_read_file(src, 16 << 20, &data, &len, NULL) < 0 || len == 0)
 		return;
+	/* $TMPDIR is writable by others: a fresh name, created exclusively
+	 * (mkostemps: O_EXCL, 0600), never a predictable path. */
 	const char *tmp = getenv("TMPDIR");
 	_cleanup_free_ char *dst =
-	    bl_asprintf("%s/boxlite-%s-console.log", tmp ? tmp : "/tmp", sb->id);
-	if (bl_write_file(dst, data, len, 0600, NULL) == 0) {
+	    bl_asprintf("%s/boxlite-%s-console-XXXXXX.log", tmp && *tmp ? tmp : "/tmp", sb->id);
+	_cleanup_close_ int fd = mkostemps(dst, 4, O_CLOEXEC);
+	if (fd >= 0 && bl_write_full(fd, data, len) < 0) {
+		(void)unlink(dst);
+		return;
+	}
+	if (fd >= 0) {
 		size_t used = strlen(err->msg);
 		snprintf(err->msg + used, sizeof(err->msg) - used, " (guest console kept in %s)",
 			 dst);

@@ -53,6 +53,7 @@ struct bl_sandbox {
 	bl_agent *agent;
 	char *image;
 	char *rootfs;
+	int rootfs_fd;	       /* O_PATH of rootfs until the share is bound, else -1 */
 	char *share;	       /* dir/BL_SHARE_DIR while mounted */
 	bl_image_defaults img; /* what exec inherits (image + sandbox layer) */
 	bl_spec_process layer; /* the sandbox options' process layer */

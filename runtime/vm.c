@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -28,11 +29,155 @@
 	"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable no_timer_check lpj=5000000 " \
 	"i8042.noaux 8250.nr_uarts=1 mitigations=off cryptomgr.notests"
 
+#define MAX_WATCHED 8
+
 struct bl_vm {
 	virConnectPtr conn;
 	virDomainPtr dom;
 	bool embedded; /* conn is the process-wide embedded connection */
+	/* Watched by the reaper (under watch_lock): QEMU and its virtiofsds. */
+	struct bl_vm *watch_next;
+	bool watched, destroying;
+	pid_t qemu_pid;
+	pid_t pids[MAX_WATCHED];
+	size_t n_pids;
+	char dead_why[192]; /* why the VM died under us, "" while it lives */
+	int console_wd;	    /* inotify watch of the console log, -1: none */
 };
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bl_vm *watch_list;
+
+/* ------------------------------------------------------------ console cap */
+
+/*
+ * The console log lives on RAM-backed /run and the guest decides how much it
+ * writes: it is capped. One thread of the process watches every console log
+ * of its VMs with inotify; when one grows past its cap, its last cap bytes
+ * move to LOG.1 (replacing the previous one) and LOG is truncated (QEMU
+ * appends, so it goes on at offset 0). At most about 2 x cap per sandbox,
+ * plus what the guest writes between two wake-ups.
+ */
+struct console_watch {
+	int wd;
+	size_t max;
+	char *path;
+	struct console_watch *next;
+};
+
+static pthread_mutex_t console_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct console_watch *console_list;
+static int console_ifd = -1;
+static pthread_once_t console_once = PTHREAD_ONCE_INIT;
+
+size_t bl_vm_console_max(void)
+{
+	const char *e = getenv("BOXLITE_CONSOLE_MAX");
+	long v = e && *e ? strtol(e, NULL, 10) : 0;
+	return v >= 4096 && v <= (64l << 20) ? (size_t)v : BL_VM_CONSOLE_MAX;
+}
+
+static void console_rotate(const char *path, size_t max)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size <= max)
+		return;
+	size_t keep = max;
+	_cleanup_free_ char *buf = malloc(keep);
+	ssize_t n = buf ? pread(fd, buf, keep, st.st_size - (off_t)keep) : -1;
+	_cleanup_free_ char *old = bl_asprintf("%s.1", path);
+	_cleanup_free_ char *tmp = bl_asprintf("%s.1.tmp", path);
+	if (n > 0) {
+		_cleanup_close_ int out =
+		    open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (out >= 0 && bl_write_full(out, buf, (size_t)n) == 0)
+			(void)rename(tmp, old);
+		else
+			(void)unlink(tmp);
+	}
+	if (truncate(path, 0) < 0)
+		bl_warn("console log %s: truncate: %s", path, strerror(errno));
+}
+
+static void *console_main(void *arg)
+{
+	(void)arg;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(console_ifd, buf, sizeof(buf));
+		if (n <= 0) {
+			if (n < 0 && errno != EINTR) {
+				struct timespec ts = {0, 100 * 1000000};
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
+		for (ssize_t off = 0; off < n;) {
+			const struct inotify_event *ev = (const void *)(buf + off);
+			off += (ssize_t)(sizeof(*ev) + ev->len);
+			pthread_mutex_lock(&console_lock);
+			for (struct console_watch *c = console_list; c; c = c->next)
+				if (c->wd == ev->wd)
+					console_rotate(c->path, c->max);
+			pthread_mutex_unlock(&console_lock);
+		}
+		/* QEMU writes the console byte by byte: let the events of a burst
+		 * coalesce (a guest writes a few KiB in this time). */
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static int start_service_thread(void *(*fn)(void *));
+static void console_init(void)
+{
+	console_ifd = inotify_init1(IN_CLOEXEC);
+	if (console_ifd >= 0 && start_service_thread(console_main) < 0) {
+		close(console_ifd);
+		console_ifd = -1;
+	}
+}
+
+static int console_watch_add(const char *path, size_t max)
+{
+	pthread_once(&console_once, console_init);
+	if (console_ifd < 0)
+		return -1;
+	pthread_mutex_lock(&console_lock);
+	int wd = inotify_add_watch(console_ifd, path, IN_MODIFY);
+	if (wd >= 0) {
+		struct console_watch *c = bl_malloc0(sizeof(*c));
+		c->wd = wd;
+		c->max = max;
+		c->path = bl_strdup(path);
+		c->next = console_list;
+		console_list = c;
+	}
+	pthread_mutex_unlock(&console_lock);
+	if (wd >= 0)
+		console_rotate(path, max); /* what came before the watch */
+	return wd;
+}
+
+static void console_watch_remove(int wd)
+{
+	if (wd < 0)
+		return;
+	pthread_mutex_lock(&console_lock);
+	for (struct console_watch **pp = &console_list; *pp; pp = &(*pp)->next) {
+		struct console_watch *c = *pp;
+		if (c->wd != wd)
+			continue;
+		*pp = c->next;
+		(void)inotify_rm_watch(console_ifd, wd);
+		free(c->path);
+		free(c);
+		break;
+	}
+	pthread_mutex_unlock(&console_lock);
+}
 
 /*
  * libvirt allows one embedded driver root per process, and it cannot be
@@ -186,7 +331,8 @@ static int write_devices(xmlTextWriterPtr w, const bl_vm_config *cfg)
 
 	W(start(w, "serial"));
 	W(attr(w, "type", "file"));
-	W(empty_el(w, "source", "path", cfg->console_log, NULL));
+	/* Appending: the console cap truncates the file under QEMU's fd. */
+	W(empty_el(w, "source", "path", cfg->console_log, "append", "on", NULL));
 	W(empty_el(w, "target", "type", "isa-serial", NULL));
 	W(end(w));
 
@@ -361,8 +507,84 @@ static bool is_vm_zombie(pid_t pid)
 	return named && sid != getsid(0);
 }
 
-/* Waits (without reaping) for any child to exit, reaps it when it is a VM
- * process, and otherwise leaves it to its owner for a moment. */
+/*
+ * A VM process that dies under a running sandbox ends it at once: a dead
+ * virtiofsd leaves the guest's file system requests waiting forever, so
+ * QEMU is killed too; the agent channel then closes and every call on the
+ * sandbox fails, with this reason (bl_vm_dead_reason).
+ */
+static void vm_process_died(const siginfo_t *si)
+{
+	pthread_mutex_lock(&watch_lock);
+	for (struct bl_vm *vm = watch_list; vm; vm = vm->watch_next) {
+		bool is_qemu = si->si_pid == vm->qemu_pid, is_fs = false;
+		for (size_t i = 0; i < vm->n_pids; i++)
+			is_fs = is_fs || vm->pids[i] == si->si_pid;
+		if ((!is_qemu && !is_fs) || vm->destroying)
+			continue;
+		bool killed = si->si_code == CLD_KILLED || si->si_code == CLD_DUMPED;
+		if (vm->dead_why[0] || (is_qemu && !killed) ||
+		    (is_fs && !killed && si->si_status == 0))
+			break;
+		if (killed)
+			snprintf(vm->dead_why, sizeof(vm->dead_why),
+				 "%s (pid %d%s) was killed by signal %d",
+				 is_qemu ? "QEMU" : "virtiofsd", (int)si->si_pid,
+				 is_qemu ? "" : ", the root file system server", si->si_status);
+		else
+			snprintf(
+			    vm->dead_why, sizeof(vm->dead_why),
+			    "virtiofsd (pid %d, the root file system server) exited with status %d",
+			    (int)si->si_pid, si->si_status);
+		if (is_fs && vm->qemu_pid > 0)
+			(void)kill(vm->qemu_pid, SIGKILL);
+		break;
+	}
+	pthread_mutex_unlock(&watch_lock);
+}
+
+/* Reaps every zombie child of ours that is a daemonized QEMU or virtiofsd
+ * (found by pid: waitid(P_ALL) alone would return the same unrelated
+ * zombie - an orphan reparented to this subreaper, say - again and again and
+ * starve the VM processes behind it). Returns how many. */
+static int reap_vm_zombies(void)
+{
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+	pid_t self = getpid();
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid_t pid = (pid_t)atoi(de->d_name);
+		char path[64], buf[512];
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		char *cp = strrchr(buf, ')');
+		int ppid = 0;
+		if (!cp || cp[1] != ' ' || cp[2] != 'Z' || sscanf(cp + 4, "%d", &ppid) != 1 ||
+		    ppid != self || !is_vm_zombie(pid))
+			continue;
+		int st = 0;
+		if (waitpid(pid, &st, WNOHANG) != pid)
+			continue;
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		si.si_pid = pid;
+		si.si_code = WIFSIGNALED(st) ? CLD_KILLED : CLD_EXITED;
+		si.si_status = WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st);
+		vm_process_died(&si);
+		n++;
+	}
+	return n;
+}
+
+/* Waits (without reaping) for any child to exit, then reaps the VM
+ * processes among the zombies; others are left to their owners. */
 static void *reaper_main(void *arg)
 {
 	(void)arg;
@@ -375,12 +597,19 @@ static void *reaper_main(void *arg)
 			continue;
 		}
 		if (si.si_pid > 0 && is_vm_zombie(si.si_pid)) {
-			(void)waitpid(si.si_pid, NULL, WNOHANG);
+			int st = 0;
+			if (waitpid(si.si_pid, &st, WNOHANG) == si.si_pid) {
+				si.si_code = WIFSIGNALED(st) ? CLD_KILLED : CLD_EXITED;
+				si.si_status = WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st);
+				vm_process_died(&si);
+			}
 			continue;
 		}
-		/* Someone else's child (libvirt's, the application's): its owner
-		 * reaps it; don't spin on it meanwhile. */
-		struct timespec ts = {0, 2 * 1000000};
+		if (reap_vm_zombies() > 0)
+			continue;
+		/* Someone else's child (libvirt's, the application's, an orphan):
+		 * its owner reaps it; look again in a moment. */
+		struct timespec ts = {0, 20 * 1000000};
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -583,6 +812,7 @@ int bl_vm_open(const char *uri, bl_vm **ret, bl_error_t *err)
 	if (libvirt_init_result < 0)
 		return virt_error(err, "initialize libvirt");
 	_cleanup_free_ bl_vm *vm = bl_malloc0(sizeof(*vm));
+	vm->console_wd = -1;
 	if (!uri || !*uri) {
 		pthread_mutex_lock(&embed_lock);
 		int r = embed_open(err);
@@ -624,6 +854,8 @@ static void warn_kvm_node(bl_accel accel)
 		(unsigned)(st.st_mode & 07777));
 }
 
+static void watch_vm(bl_vm *vm, const bl_vm_config *cfg);
+
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 {
 	if (vm->dom)
@@ -651,6 +883,7 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	    virDomainCreateXML(vm->conn, xml, vm->embedded ? 0 : VIR_DOMAIN_START_AUTODESTROY);
 	if (!vm->dom)
 		return virt_error(err, "create domain");
+	vm->console_wd = console_watch_add(cfg->console_log, bl_vm_console_max());
 	bl_info("libvirt: domain %s started in %llu ms (accel %s)", cfg->name,
 		(unsigned long long)((bl_now_monotonic_ns() - t0) / 1000000),
 		bl_accel_name(cfg->accel));
@@ -659,8 +892,88 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	if (vm->embedded) {
 		_cleanup_free_ char *caps = bl_asprintf("%s/cache/qemu/capabilities", embed_root);
 		copy_newer_files(caps, bl_vm_caps_cache_dir());
+		watch_vm(vm, cfg);
 	}
 	return 0;
+}
+
+/* The virtiofsd processes serving dir: their command line names it. */
+static size_t find_virtiofsd(const char *dir, pid_t *pids, size_t max)
+{
+	_cleanup_free_ char *needle = bl_asprintf("source=%s,", dir);
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	size_t n = 0;
+	while (d && n < max && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		char path[300], buf[4096];
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (len <= 0)
+			continue;
+		for (ssize_t i = 0; i < len; i++)
+			buf[i] = buf[i] ? buf[i] : ' ';
+		buf[len] = '\0';
+		if (strstr(buf, "virtiofsd") && strstr(buf, needle))
+			pids[n++] = (pid_t)atoi(de->d_name);
+	}
+	return n;
+}
+
+/* From now on the reaper ends the VM when QEMU or a virtiofsd dies. */
+static void watch_vm(bl_vm *vm, const bl_vm_config *cfg)
+{
+	pid_t qemu = bl_vm_qemu_pid(vm);
+	pid_t pids[MAX_WATCHED];
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_shares && n < MAX_WATCHED; i++)
+		n += find_virtiofsd(cfg->shares[i].dir, pids + n, MAX_WATCHED - n);
+	pthread_mutex_lock(&watch_lock);
+	vm->qemu_pid = qemu;
+	memcpy(vm->pids, pids, n * sizeof(pid_t));
+	vm->n_pids = n;
+	vm->watched = true;
+	vm->watch_next = watch_list;
+	watch_list = vm;
+	pthread_mutex_unlock(&watch_lock);
+	/* Died before we looked: it was a zombie of ours then, or is gone. */
+	for (size_t i = 0; i < n; i++) {
+		if (kill(pids[i], 0) < 0 && errno == ESRCH) {
+			siginfo_t si;
+			memset(&si, 0, sizeof(si));
+			si.si_pid = pids[i];
+			si.si_code = CLD_KILLED;
+			vm_process_died(&si);
+		}
+	}
+}
+
+static void unwatch_vm(bl_vm *vm)
+{
+	pthread_mutex_lock(&watch_lock);
+	vm->destroying = true;
+	if (vm->watched) {
+		for (struct bl_vm **pp = &watch_list; *pp; pp = &(*pp)->watch_next) {
+			if (*pp == vm) {
+				*pp = vm->watch_next;
+				break;
+			}
+		}
+		vm->watched = false;
+	}
+	pthread_mutex_unlock(&watch_lock);
+}
+
+const char *bl_vm_dead_reason(bl_vm *vm)
+{
+	if (!vm)
+		return NULL;
+	pthread_mutex_lock(&watch_lock);
+	const char *why = vm->dead_why[0] ? vm->dead_why : NULL;
+	pthread_mutex_unlock(&watch_lock);
+	return why;
 }
 
 bool bl_vm_is_running(bl_vm *vm)
@@ -697,6 +1010,9 @@ int bl_vm_destroy(bl_vm *vm, bl_error_t *err)
 {
 	if (!vm || !vm->dom)
 		return 0;
+	unwatch_vm(vm);
+	console_watch_remove(vm->console_wd);
+	vm->console_wd = -1;
 	int r = 0;
 	if (virDomainIsActive(vm->dom) == 1 && virDomainDestroy(vm->dom) < 0) {
 		virErrorPtr e = virGetLastError();
@@ -715,6 +1031,7 @@ void bl_vm_free(bl_vm *vm)
 	bl_error_t err = BL_ERROR_INIT;
 	if (bl_vm_destroy(vm, &err) < 0)
 		bl_warn("%s", err.msg);
+	unwatch_vm(vm);
 	if (vm->conn)
 		virConnectClose(vm->conn);
 	free(vm);

@@ -33,6 +33,11 @@ typedef struct bl_vm_share {
 	bool mutable_source;
 } bl_vm_share;
 
+/* The console log's cap (BOXLITE_CONSOLE_MAX bytes overrides, 4 KiB..64
+ * MiB): LOG keeps at most this much, LOG.1 the previous as much. */
+#define BL_VM_CONSOLE_MAX (1u << 20)
+size_t bl_vm_console_max(void);
+
 typedef struct bl_vm_config {
 	const char *name;	   /* domain name, unique on the connection */
 	const char *kernel;	   /* uncompressed vmlinux (PVH entry) */
@@ -71,6 +76,9 @@ const char *bl_vm_run_dir(void);
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err);
 /* True while the domain exists and runs. */
 bool bl_vm_is_running(bl_vm *vm);
+/* Why the VM died under its owner (QEMU or virtiofsd killed: the reaper
+ * then ends the VM at once), or NULL. Embedded driver only. */
+const char *bl_vm_dead_reason(bl_vm *vm);
 /* Waits until the domain is gone (guest rebooted) or timeout_ms passes
  * (-1: forever). Returns 0 when gone, BL_ETIMEOUT otherwise. */
 int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err);

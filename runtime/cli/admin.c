@@ -52,7 +52,10 @@ static const char cp_help[] =
     "\n"
     "Copies a file or directory into (DST = ID:DIR) or out of (SRC = ID:PATH) a\n"
     "running sandbox. The destination is a directory that must exist; the copy\n"
-    "keeps the source's name. Uses tar on both sides (the image needs tar).\n";
+    "keeps the source's name and must not exist yet. The image needs tar; what a\n"
+    "sandbox sends back is unpacked by boxlite itself under strict rules (no names\n"
+    "outside the source's, no device nodes, FIFOs, hard links or setuid bits, no\n"
+    "symlinks out, at most 1 GiB or $BOXLITE_COPY_MAX_BYTES).\n";
 
 /* "ID:PATH" when the part before ':' names an existing sandbox. */
 static bool split_ref(const char *arg, const char *state_dir, char *id, size_t id_len,
@@ -70,53 +73,20 @@ static bool split_ref(const char *arg, const char *state_dir, char *id, size_t i
 	return true;
 }
 
-static pid_t spawn_tar(char *const argv[], int in_fd, int out_fd)
-{
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (in_fd >= 0)
-			dup2(in_fd, 0);
-		if (out_fd >= 0)
-			dup2(out_fd, 1);
-		else
-			dup2(2, 1);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int wait_child(pid_t pid)
-{
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static int cp_run(const char *id, const char *state_dir, const char *const *args, int in_fd,
-		  int out_fd)
+/* Copies through the library: the archive from the guest is extracted
+ * in-process under the image-layer rules (bl_sandbox_copy_out), never by a
+ * tar on the host. */
+static int cp_with(const char *id, const char *state_dir, bool out, const char *src,
+		   const char *dst)
 {
 	bl_error_t err = BL_ERROR_INIT;
 	bl_sandbox *sb = NULL;
 	if (bl_sandbox_attach(id, state_dir, &sb, &err) < 0)
 		return cli_fail(&err);
-	bl_process_options po = {.args = args, .stdin_open = in_fd >= 0};
-	bl_process *p = NULL;
-	bl_exit ex = {0};
-	int rc = 0;
-	if (bl_sandbox_exec(sb, &po, &p, &err) < 0)
-		rc = cli_fail(&err);
-	else if (bl_process_run_io(p, in_fd, out_fd >= 0 ? out_fd : 2, 2, &ex, &err) < 0)
-		rc = cli_fail(&err);
-	else
-		rc = ex.status;
-	bl_process_free(p);
+	int r =
+	    out ? bl_sandbox_copy_out(sb, src, dst, &err) : bl_sandbox_copy_in(sb, src, dst, &err);
 	bl_sandbox_destroy(sb);
-	return rc;
+	return r < 0 ? cli_fail(&err) : 0;
 }
 
 int cmd_cp(int argc, char **argv)
@@ -130,56 +100,16 @@ int cmd_cp(int argc, char **argv)
 	}
 	char id[BL_SANDBOX_ID_MAX + 1];
 	const char *path = NULL;
-	int fds[2];
 	signal(SIGPIPE, SIG_IGN);
-	if (split_ref(argv[2], state_dir, id, sizeof(id), &path)) {
-		/* In: host tar -c | sandbox tar -x */
-		_cleanup_free_ char *a = bl_strdup(argv[1]), *b = bl_strdup(argv[1]);
-		if (access(argv[1], F_OK) < 0) {
-			cli_error("cp: %s: %s", argv[1], strerror(errno));
-			return BL_EXIT_FAILURE;
-		}
-		char *const host[] = {"tar", "-C", dirname(a), "-cf", "-", "--", basename(b), NULL};
-		const char *const guest[] = {"tar", "-C", *path ? path : "/", "-xf", "-", NULL};
-		if (pipe2(fds, O_CLOEXEC) < 0)
-			return BL_EXIT_FAILURE;
-		pid_t pid = spawn_tar(host, -1, fds[1]);
-		close(fds[1]);
-		int rc = cp_run(id, state_dir, guest, fds[0], -1);
-		close(fds[0]);
-		int hrc = wait_child(pid);
-		if (rc == 0 && hrc != 0) {
-			cli_error("cp: host tar failed (status %d)", hrc);
-			rc = BL_EXIT_FAILURE;
-		}
-		return rc;
-	}
+	if (split_ref(argv[2], state_dir, id, sizeof(id), &path))
+		return cp_with(id, state_dir, false, argv[1], *path ? path : "/");
 	if (split_ref(argv[1], state_dir, id, sizeof(id), &path)) {
-		/* Out: sandbox tar -c | host tar -x (GNU tar: no absolute names, no "..",
-		 * symlinks delayed; the archive is untrusted). */
 		struct stat st;
 		if (stat(argv[2], &st) < 0 || !S_ISDIR(st.st_mode)) {
 			cli_error("cp: destination %s is not a directory", argv[2]);
 			return BL_EXIT_FAILURE;
 		}
-		_cleanup_free_ char *a = bl_strdup(path), *b = bl_strdup(path);
-		const char *const guest[] = {"tar", "-C",	 dirname(a), "-cf",
-					     "-",   basename(b), NULL};
-		char *const host[] = {
-		    "tar", "-C", argv[2], "-xf", "-", "--no-same-owner", "--no-same-permissions",
-		    NULL};
-		if (pipe2(fds, O_CLOEXEC) < 0)
-			return BL_EXIT_FAILURE;
-		pid_t pid = spawn_tar(host, fds[0], -1);
-		close(fds[0]);
-		int rc = cp_run(id, state_dir, guest, -1, fds[1]);
-		close(fds[1]);
-		int hrc = wait_child(pid);
-		if (rc == 0 && hrc != 0) {
-			cli_error("cp: host tar failed (status %d)", hrc);
-			rc = BL_EXIT_FAILURE;
-		}
-		return rc;
+		return cp_with(id, state_dir, true, path, argv[2]);
 	}
 	cli_error("cp: one of SRC and DST must be ID:PATH of an existing sandbox");
 	return BL_EXIT_FAILURE;
@@ -303,18 +233,30 @@ int cmd_logs(int argc, char **argv)
 	bl_error_t err = BL_ERROR_INIT;
 	if (bl_sandbox_info_get(state_dir, argv[1], &info, &err) < 0)
 		return cli_fail(&err);
-	_cleanup_free_ char *path =
-	    bl_asprintf("%s/%s/console.log", bl_state_dir(state_dir), argv[1]);
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
+	/* The log is capped: console.log.1 holds what came before console.log.
+	 * Guest bytes reach a terminal only sanitised. */
+	bool tty = isatty(1);
+	int shown = 0;
+	for (int k = 0; k < 2; k++) {
+		_cleanup_free_ char *path = bl_asprintf(
+		    "%s/%s/console.log%s", bl_state_dir(state_dir), argv[1], k == 0 ? ".1" : "");
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		shown++;
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof(buf))) > 0) {
+			if (tty)
+				bl_sanitize_text(buf, (size_t)n, true);
+			if (bl_write_full(1, buf, (size_t)n) < 0)
+				break;
+		}
+	}
+	if (!shown) {
 		cli_error("no console log for %s", argv[1]);
 		return BL_EXIT_FAILURE;
 	}
-	char buf[65536];
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		if (bl_write_full(1, buf, (size_t)n) < 0)
-			break;
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* boxlite: run untrusted code in a micro-VM. Dispatches to the commands. */
 #include "cli.h"
 #include "bl_log.h"
+#include "bl_util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,6 +52,9 @@ void cli_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	/* Messages may carry text from the guest (agent errors): no escape
+	 * sequence reaches the terminal. */
+	bl_sanitize_text(buf, strlen(buf), true);
 	fprintf(stderr, "boxlite: %s\n", buf);
 }
 

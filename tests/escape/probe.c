@@ -13,6 +13,9 @@
  *                             prints "stopped=PID", sleeps
  *   probe open PATH MODE      MODE r|w: "open=ok" / "open=ERRNO"
  *   probe read PATH           "read=N" bytes (first 64 KiB) or "read=ERRNO"
+ *   /init (as PID 1, argv[0] "/init"): a hostile guest userland instead of
+ *                             the agent: floods the serial console with
+ *                             FLOOD_BYTES, prints "flood-end", reboots
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -31,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <linux/reboot.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -266,8 +270,13 @@ static int cmd_mem_watch(double secs)
 				if (!agent_child(s))
 					break;
 				attempts++;
+				/* Counted only if, after the write, the process still
+				 * runs the agent's code: then the write hit that memory
+				 * (a write after its execve hits the container's own
+				 * program, which it may). */
 				if (try_write_mem(pid) == 0) {
-					writes++;
+					if (agent_child(s))
+						writes++;
 					break;
 				}
 				kill(pid, SIGCONT);
@@ -299,8 +308,42 @@ static int cmd_stop_first(double secs)
 	return 0;
 }
 
+#define FLOOD_BYTES (2u << 20)
+
+static int flood_init(void)
+{
+	mkdir("/dev", 0755);
+	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	int fd = open("/dev/ttyS0", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	char line[128];
+	memset(line, 'x', sizeof(line));
+	line[sizeof(line) - 1] = '\n';
+	for (unsigned done = 0, i = 0; fd >= 0 && done < FLOOD_BYTES; i++) {
+		int n = snprintf(line, sizeof(line), "flood %08u ", i);
+		line[n] = 'x';
+		ssize_t w = write(fd, line, sizeof(line));
+		if (w <= 0)
+			break;
+		done += (unsigned)w;
+	}
+	if (fd >= 0) {
+		static const char end[] = "\nflood-end\n";
+		(void)!write(fd, end, sizeof(end) - 1);
+		fsync(fd);
+	}
+	sync();
+	syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_RESTART,
+		NULL);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	/* PID 1 of a guest (not of a container, where argv[0] is "probe"). */
+	if (getpid() == 1 && argc >= 1 && !strcmp(argv[0], "/init"))
+		return flood_init();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc >= 2 && !strcmp(argv[1], "syscalls"))
 		return cmd_syscalls();
