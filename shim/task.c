@@ -343,6 +343,12 @@ static int create_container(shim_service *s, stask *t, const shim_spec *spec, bo
 	    .readonly_rootfs = spec->root_readonly,
 	    .tty = tty,
 	    .stdin_open = stdin_open,
+	    /* containerd and CRI add AppArmor/SELinux labels and seccomp profiles:
+	     * the VM is the boundary for the former, the agent applies seccomp.
+	     * Hooks (nerdctl's network setup) cannot run on the host for a guest
+	     * process yet: a clear error rather than a silently broken network. */
+	    .ignore_lsm = true,
+	    .ignore_hooks = false,
 	};
 	pthread_mutex_lock(&s->lock);
 	bl_sandbox *vm = s->vm;
