@@ -206,9 +206,10 @@ typedef struct bl_container_options {
 	 * the VM's), mounts (bind of host paths, shared into the VM; tmpfs; the
 	 * usual proc/sysfs/devpts/mqueue/cgroup/dev entries, which the guest
 	 * provides itself), annotations (kept, readable with
-	 * bl_container_annotation). Anything else that changes behaviour
-	 * (devices, seccomp, apparmor, selinux, uid mappings, hooks, other mount
-	 * types, sysctl, ...) is BL_EUNSUPPORTED naming the field. NULL: a
+	 * bl_container_annotation), linux.seccomp (compiled by the guest agent;
+	 * without one, boxlite's default profile applies). Anything else that
+	 * changes behaviour (devices, apparmor, selinux, uid mappings, hooks,
+	 * other mount types, sysctl, ...) is BL_EUNSUPPORTED naming the field. NULL: a
 	 * default spec from the image's config (like the "main" container). */
 	const char *spec_json;
 	/* Host directory with the container's root filesystem (a bundle's
@@ -225,11 +226,10 @@ typedef struct bl_container_options {
 	 * a stdin pipe (else /dev/null). */
 	bool tty;
 	bool stdin_open;
-	/* Accept AppArmor and SELinux settings (process.apparmorProfile,
-	 * process.selinuxLabel, linux.mountLabel) without applying them (the VM
-	 * is the isolation boundary), and linux.seccomp, which the guest agent
-	 * applies in place of its Docker-like default profile (a spec without
-	 * it gets that default). false: they are BL_EUNSUPPORTED. */
+	/* Accept (and do not apply) AppArmor and SELinux settings
+	 * (process.apparmorProfile, process.selinuxLabel, linux.mountLabel):
+	 * there is no LSM in the guest; the VM is the isolation boundary.
+	 * false: they are BL_EUNSUPPORTED. (Seccomp is always applied.) */
 	bool ignore_lsm;
 	/* Accept (and do not run) OCI hooks; false: BL_EUNSUPPORTED. */
 	bool ignore_hooks;
@@ -321,8 +321,10 @@ int bl_container_delete(bl_container *c, bl_error_t *err);
 bool bl_sandbox_alive(bl_sandbox *sb);
 /* Blocks until the VM is gone (QEMU ended, the agent channel closed) or
  * timeout_ms passes (-1: forever). 0 when gone, BL_ETIMEOUT otherwise.
- * When the VM dies every pending and later process call fails with
- * BL_EAGENTLOST (BL_ETIMEOUT/BL_ECANCELED after a deadline/cancel). */
+ * When the VM dies every pending and later call on it fails at once:
+ * BL_EBACKEND "sandbox ended: QEMU (pid N) was killed by signal 9" (or
+ * virtiofsd) when a VM process died, BL_EAGENTLOST when the agent went away
+ * otherwise, BL_ETIMEOUT / BL_ECANCELED after the deadline / a cancel. */
 int bl_sandbox_wait_dead(bl_sandbox *sb, int timeout_ms, bl_error_t *err);
 /* Stops the whole VM's vCPUs (libvirt suspend; no CPU used, memory kept),
  * e.g. when its only container is paused; calls into the guest block until

@@ -633,9 +633,15 @@ static int translate_linux(json_object *lx, const bl_oci_policy *pol, json_objec
 			return unsupported(err, field);
 		}
 	}
-	if (!pol->ignore_lsm && !is_empty(JV(lx, "seccomp")))
-		return unsupported(err, "linux.seccomp (the VM is the boundary; set ignore_lsm to "
-					"accept it)");
+	/* Seccomp is honoured: the agent compiles the profile (its subset of the
+	 * OCI format; what it cannot compile is refused there) and applies
+	 * boxlite's default profile when there is none. */
+	json_object *sc = JV(lx, "seccomp");
+	r = check_type(sc, json_type_object, "linux.seccomp", err);
+	if (r < 0)
+		return r;
+	if (sc && !is_empty(sc))
+		json_object_object_add(out, "seccomp", json_object_get(sc));
 	if (!pol->ignore_lsm && !is_empty(JV(lx, "mountLabel")))
 		return unsupported(err, "linux.mountLabel (set ignore_lsm to accept it)");
 	const char *s = NULL;
@@ -654,10 +660,6 @@ static int translate_linux(json_object *lx, const bl_oci_policy *pol, json_objec
 		r = translate_namespaces(JV(lx, "namespaces"), out, err);
 	if (r == 0)
 		r = translate_resources(JV(lx, "resources"), pol, out, ret, err);
-	/* An accepted linux.seccomp goes to the agent, which compiles and
-	 * applies it in place of its Docker-like default (agent/seccomp.c). */
-	if (r == 0 && !is_empty(JV(lx, "seccomp")))
-		json_object_object_add(out, "seccomp", json_object_get(JV(lx, "seccomp")));
 	return r;
 }
 

@@ -69,7 +69,7 @@ typedef struct bl_oci_bind {
 } bl_oci_bind;
 
 typedef struct bl_oci_policy {
-	bool ignore_lsm;	   /* accept (and ignore) seccomp / AppArmor / SELinux settings */
+	bool ignore_lsm;	   /* accept (and ignore) AppArmor / SELinux settings */
 	bool ignore_hooks;	   /* accept (and ignore) hooks */
 	uint64_t memory_max_bytes; /* largest memory limit the VM can honour; 0: any */
 } bl_oci_policy;

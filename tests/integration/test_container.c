@@ -337,13 +337,34 @@ static void test_binds_and_errors(void)
 		printf("\n  got: %s\n", wo);
 	bl_process_free(ui);
 
+	/* The spec's seccomp profile is applied: mkdir refused with EPERM. */
+	_cleanup_free_ char *sec = spec_with(
+	    init_loop, ",\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\","
+		       "\"architectures\":[\"SCMP_ARCH_X86_64\"],\"syscalls\":[{\"names\":["
+		       "\"mkdir\",\"mkdirat\"],\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":1}]}}");
+	bl_container *sc = create(sb, "seccomp", root, sec, &err);
+	if (!sc)
+		printf("\n  create seccomp: %s\n", err.msg);
+	CU_ASSERT_FATAL(sc != NULL);
+	bl_process *si = NULL;
+	CU_ASSERT_EQUAL_FATAL(bl_container_start(sc, &si, &err), 0);
+	const char *const mk[] = {
+	    "sh", "-c", "mkdir /tmp/nope 2>&1; echo rc=$?; touch /tmp/ok && echo ok", NULL};
+	_cleanup_free_ char *mo = run_in(sc, mk, &st);
+	CU_ASSERT(strstr(mo, "Operation not permitted") && strstr(mo, "rc=1") &&
+		  strstr(mo, "ok\n"));
+	if (!strstr(mo, "Operation not permitted"))
+		printf("\n  seccomp: %s\n", mo);
+	bl_process_free(si);
+
 	/* What the VM cannot honour: clear errors, nothing left on the host. */
 	static const struct {
 		const char *extra;
 		int code;
 		const char *word;
 	} bad[] = {
-	    {",\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ERRNO\"}}", BL_EUNSUPPORTED,
+	    {",\"linux\":{\"sysctl\":{\"kernel.shmmax\":\"1\"}}", BL_EUNSUPPORTED, "sysctl"},
+	    {",\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_NOPE\"}}", BL_EINVAL,
 	     "seccomp"},
 	    {",\"hooks\":{\"prestart\":[{\"path\":\"/bin/true\"}]}", BL_EUNSUPPORTED, "hooks"},
 	    {",\"mounts\":[{\"destination\":\"/n\",\"type\":\"nfs\",\"source\":\"h:/x\"}]",
@@ -368,14 +389,16 @@ static void test_binds_and_errors(void)
 	CU_ASSERT_PTR_NULL(create(sb, "bad", root, "{not json", &e));
 	CU_ASSERT_EQUAL(e.code, BL_EINVAL);
 	CU_ASSERT_PTR_NULL(bl_sandbox_find_container(sb, "bad"));
-	/* Only the two good containers' directories are in the share. */
+	/* In the share: the four good containers' directories and the one of
+	 * the spec the agent refused (the guest saw it, so it stays until the
+	 * share goes); none of the specs refused on the host left anything. */
 	_cleanup_free_ char *share = bl_asprintf("%s/share", bl_sandbox_dir(sb));
 	_cleanup_closedir_ DIR *d = opendir(share);
 	int entries = 0;
 	struct dirent *de;
 	while (d && (de = readdir(d)))
 		entries += de->d_name[0] != '.';
-	CU_ASSERT_EQUAL(entries, 3);
+	CU_ASSERT_EQUAL(entries, 5);
 
 	/* Delete releases the bind mounts too. */
 	_cleanup_free_ char *share_m = bl_asprintf("%s/share/c0/m0", bl_sandbox_dir(sb));
@@ -423,10 +446,14 @@ static void test_vm_death(void)
 	CU_ASSERT_EQUAL(kill(q, SIGKILL), 0);
 	CU_ASSERT_EQUAL(bl_sandbox_wait_dead(sb, 30000, &err), 0);
 	pthread_join(t, NULL);
-	CU_ASSERT_EQUAL(w.r, -BL_EAGENTLOST);
+	/* BL_EBACKEND naming QEMU once the reaper saw it die, else BL_EAGENTLOST. */
+	CU_ASSERT(w.r == -BL_EBACKEND || w.r == -BL_EAGENTLOST);
+	CU_ASSERT(w.r != -BL_EBACKEND || strstr(w.err.msg, "QEMU") != NULL);
+	printf("\n  pending wait: %s (%s)\n", bl_code_name(w.err.code), w.err.msg);
 	CU_ASSERT(!bl_sandbox_alive(sb));
 	bl_stats s;
-	CU_ASSERT_EQUAL(bl_container_stats(c, &s, &err), -BL_EAGENTLOST);
+	int sr = bl_container_stats(c, &s, &err);
+	CU_ASSERT(sr == -BL_EBACKEND || sr == -BL_EAGENTLOST);
 	bl_process_free(init);
 	bl_sandbox_destroy(sb);
 	sb_assert_clean();

@@ -127,8 +127,8 @@ static void test_translate_containerd_spec(void)
 
 static void test_unsupported(void)
 {
-	expect_fail("{\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\"}}}",
-		    BL_EUNSUPPORTED, "linux.seccomp");
+	expect_fail("{\"linux\":{\"seccomp\":[]}}", BL_EINVAL, "linux.seccomp");
+	expect_fail("{\"linux\":{\"mountLabel\":\"x\"}}", BL_EUNSUPPORTED, "mountLabel");
 	expect_fail("{\"process\":{\"args\":[\"a\"],\"apparmorProfile\":\"p\"}}", BL_EUNSUPPORTED,
 		    "apparmorProfile");
 	expect_fail("{\"hooks\":{\"createRuntime\":[{\"path\":\"/x\"}]}}", BL_EUNSUPPORTED,
@@ -163,8 +163,8 @@ static void test_unsupported(void)
 				  "\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ERRNO\"}}}",
 				  &lenient, &o, &err),
 			0);
-	/* (linux.seccomp is applied: the agent compiles it) */
-	CU_ASSERT(o.agent_spec && strstr(o.agent_spec, "seccomp") &&
+	/* Hooks are skipped; seccomp goes to the agent, which applies it. */
+	CU_ASSERT(o.agent_spec && strstr(o.agent_spec, "SCMP_ACT_ERRNO") &&
 		  !strstr(o.agent_spec, "hooks"));
 	bl_oci_clear(&o);
 	/* The VM's size bounds a memory limit. */
