@@ -190,8 +190,9 @@ int bl_sandbox_map_error(bl_sandbox *sb, int r, bl_error_t *err)
 		usleep(10000);
 		why = bl_vm_dead_reason(sb->vm);
 	}
+	/* The code stays (callers test BL_EAGENTLOST); the message says why. */
 	if (why)
-		return bl_set_error(err, BL_EBACKEND, "sandbox ended: %s", why);
+		return bl_set_error(err, -r, "sandbox ended: %s", why);
 	return r;
 }
 

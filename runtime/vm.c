@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/random.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -43,6 +44,7 @@ struct bl_vm {
 	size_t n_pids;
 	char dead_why[192]; /* why the VM died under us, "" while it lives */
 	int console_wd;	    /* inotify watch of the console log, -1: none */
+	unsigned qemu_uid;  /* the uid/gid this VM's QEMU runs as, 0: libvirt's */
 };
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -419,6 +421,18 @@ static int write_domain(xmlTextWriterPtr w, const bl_vm_config *cfg)
 	W(text_el(w, "on_reboot", "destroy"));
 	W(text_el(w, "on_crash", "destroy"));
 	W(write_devices(w, cfg));
+	if (cfg->qemu_uid) {
+		/* This VM's QEMU under a uid/gid of its own (libvirt's DAC driver;
+		 * no relabelling: libvirt hands QEMU its files as descriptors). */
+		char label[32];
+		snprintf(label, sizeof(label), "+%u:+%u", cfg->qemu_uid, cfg->qemu_uid);
+		W(start(w, "seclabel"));
+		W(attr(w, "type", "static"));
+		W(attr(w, "model", "dac"));
+		W(attr(w, "relabel", "no"));
+		W(text_el(w, "label", label));
+		W(end(w));
+	}
 	/* libvhost-user (virtiofsd) refuses legacy virtio-mmio devices. */
 	W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "commandline", NULL));
 	W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "arg", NULL));
@@ -856,6 +870,95 @@ static void warn_kvm_node(bl_accel accel)
 
 static void watch_vm(bl_vm *vm, const bl_vm_config *cfg);
 
+/* ------------------------------------------------------------ QEMU uids */
+
+/*
+ * Each embedded-driver VM's QEMU runs under its own uid and gid from a range
+ * ($BOXLITE_QEMU_UID_BASE, default 0x70000000, 65536 of them), so a QEMU
+ * escape reaches no other sandbox's QEMU, memory or sockets. A uid is held
+ * by a file RUN_DIR/uids/<uid> (O_EXCL, the owner's pid inside; a dead
+ * owner's file is taken over) until the VM is destroyed. Off with
+ * BOXLITE_QEMU_UIDS=off, and under KVM unless /dev/kvm is usable by anyone
+ * (a uid of its own has no kvm group).
+ */
+#define QEMU_UID_BASE_DEFAULT 0x70000000u
+#define QEMU_UID_COUNT	      65536u
+
+static bool qemu_uids_wanted(bl_accel accel)
+{
+	const char *e = getenv("BOXLITE_QEMU_UIDS");
+	if (e && !strcmp(e, "off"))
+		return false;
+	struct stat st;
+	if (accel == BL_ACCEL_KVM && (stat("/dev/kvm", &st) < 0 || (st.st_mode & 0006) != 0006))
+		return false;
+	return true;
+}
+
+static unsigned qemu_uid_base(void)
+{
+	const char *e = getenv("BOXLITE_QEMU_UID_BASE");
+	unsigned long v = e && *e ? strtoul(e, NULL, 10) : QEMU_UID_BASE_DEFAULT;
+	return v >= 65536 && v < 0xffff0000ul - QEMU_UID_COUNT ? (unsigned)v
+							       : QEMU_UID_BASE_DEFAULT;
+}
+
+static char *uid_lock_path(unsigned uid)
+{
+	return bl_asprintf("%s/uids/%u", bl_vm_run_dir(), uid);
+}
+
+/* A free uid of the range, held by this process; 0 when none. */
+static unsigned qemu_uid_take(void)
+{
+	_cleanup_free_ char *dir = bl_asprintf("%s/uids", bl_vm_run_dir());
+	if (bl_mkdir_p(dir, 0700, NULL) < 0)
+		return 0;
+	unsigned base = qemu_uid_base(), start = 0;
+	if (getrandom(&start, sizeof(start), 0) != sizeof(start))
+		start = (unsigned)getpid();
+	for (unsigned i = 0; i < QEMU_UID_COUNT; i++) {
+		unsigned uid = base + (start + i) % QEMU_UID_COUNT;
+		_cleanup_free_ char *path = uid_lock_path(uid);
+		for (int attempt = 0; attempt < 2; attempt++) {
+			int fd =
+			    open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+			if (fd >= 0) {
+				char pid[24];
+				int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+				(void)!write(fd, pid, (size_t)n);
+				close(fd);
+				return uid;
+			}
+			if (errno != EEXIST)
+				return 0;
+			/* Held: by a live process, or left by a dead one. */
+			_cleanup_free_ char *buf = NULL;
+			long owner = 0;
+			if (bl_read_file(path, 32, &buf, NULL, NULL) == 0)
+				owner = strtol(buf, NULL, 10);
+			if (owner <= 0 || (kill((pid_t)owner, 0) < 0 && errno == ESRCH))
+				(void)unlink(path);
+			else
+				break;
+		}
+	}
+	return 0;
+}
+
+static void qemu_uid_release(unsigned uid)
+{
+	if (!uid)
+		return;
+	_cleanup_free_ char *path = uid_lock_path(uid);
+	(void)unlink(path);
+}
+
+unsigned bl_vm_qemu_uid(const bl_vm *vm)
+{
+	return vm ? vm->qemu_uid : 0;
+}
+
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 {
 	if (vm->dom)
@@ -870,10 +973,17 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	bl_vm_config abs = *cfg;
 	abs.kernel = kernel;
 	abs.initrd = initrd;
+	if (vm->embedded && !abs.qemu_uid && qemu_uids_wanted(cfg->accel)) {
+		vm->qemu_uid = qemu_uid_take();
+		abs.qemu_uid = vm->qemu_uid;
+	}
 	_cleanup_free_ char *xml = NULL;
 	int r = bl_vm_domain_xml(&abs, &xml, err);
-	if (r < 0)
+	if (r < 0) {
+		qemu_uid_release(vm->qemu_uid);
+		vm->qemu_uid = 0;
 		return r;
+	}
 	bl_debug("libvirt: domain XML:\n%s", xml);
 	warn_kvm_node(cfg->accel);
 	uint64_t t0 = bl_now_monotonic_ns();
@@ -881,8 +991,12 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	 * embedded driver lacks it, and embed_atexit() destroys ours instead. */
 	vm->dom =
 	    virDomainCreateXML(vm->conn, xml, vm->embedded ? 0 : VIR_DOMAIN_START_AUTODESTROY);
-	if (!vm->dom)
-		return virt_error(err, "create domain");
+	if (!vm->dom) {
+		r = virt_error(err, "create domain");
+		qemu_uid_release(vm->qemu_uid);
+		vm->qemu_uid = 0;
+		return r;
+	}
 	vm->console_wd = console_watch_add(cfg->console_log, bl_vm_console_max());
 	bl_info("libvirt: domain %s started in %llu ms (accel %s)", cfg->name,
 		(unsigned long long)((bl_now_monotonic_ns() - t0) / 1000000),
@@ -1021,6 +1135,11 @@ int bl_vm_destroy(bl_vm *vm, bl_error_t *err)
 	}
 	virDomainFree(vm->dom);
 	vm->dom = NULL;
+	/* A QEMU that may still run keeps its uid (its file is reclaimed once
+	 * this process is gone). */
+	if (r == 0)
+		qemu_uid_release(vm->qemu_uid);
+	vm->qemu_uid = 0;
 	return r;
 }
 

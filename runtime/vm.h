@@ -52,6 +52,8 @@ typedef struct bl_vm_config {
 	size_t n_shares;
 	const char *virtiofsd;	/* NULL: /usr/lib/qemu/virtiofsd */
 	const char *disk_image; /* optional raw image attached as virtio-blk (vda) */
+	unsigned qemu_uid;	/* run QEMU as this uid:gid; 0: libvirt's user (bl_vm_start
+				 * picks one of a range for embedded VMs) */
 } bl_vm_config;
 
 /* Builds the domain XML with an escaping writer; *ret_xml is malloc'd. */
@@ -79,6 +81,8 @@ bool bl_vm_is_running(bl_vm *vm);
 /* Why the VM died under its owner (QEMU or virtiofsd killed: the reaper
  * then ends the VM at once), or NULL. Embedded driver only. */
 const char *bl_vm_dead_reason(bl_vm *vm);
+/* The uid (and gid) this VM's QEMU runs as when it has its own, else 0. */
+unsigned bl_vm_qemu_uid(const bl_vm *vm);
 /* Waits until the domain is gone (guest rebooted) or timeout_ms passes
  * (-1: forever). Returns 0 when gone, BL_ETIMEOUT otherwise. */
 int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err);
