@@ -87,10 +87,10 @@ def test_codebox_box_timeout(opts):
     async def main():
         t0 = time.monotonic()
         with pytest.raises(boxlite.TimeoutError) as ei:
-            async with boxlite.CodeBox(timeout_seconds=8, **opts) as box:
+            async with boxlite.CodeBox(timeout_seconds=25, **opts) as box:
                 await box.run("import time\nwhile True: time.sleep(1)")
         took = time.monotonic() - t0
-        assert took < 8 + 1.0, "box deadline hit after %.2f s" % took
+        assert took < 25 + 1.0, "box deadline hit after %.2f s" % took
         assert ei.value.scope == "box"
     run(main())
 

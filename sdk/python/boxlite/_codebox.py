@@ -25,7 +25,7 @@ MAX_FRAME = 1 << 20  # the driver's chunk size
 MAX_RESULT = 64 << 10  # an R frame (JSON)
 MAX_CODE = 16 << 20
 START_TIMEOUT = 120.0  # the interpreter's hello (slow under TCG when the host is busy)
-INTERRUPT_GRACE = 0.5  # after SIGINT at a run's timeout, before the interpreter is killed
+INTERRUPT_WAIT = 5.0  # for an interrupted run to stop, before the interpreter is killed
 
 
 class _Interp:
@@ -39,6 +39,7 @@ class _Interp:
         self.dead = False
         self.stderr = bytearray()  # the driver's own stderr (start-up failures), bounded
         self.exit = None
+        self.pending = None  # (run id, deadline) of a run interrupted at its timeout
 
     def post(self, *ev):
         try:
@@ -188,10 +189,41 @@ class CodeBox(SimpleBox):
         # The driver's keeper then kills its whole process group.
         await in_thread(_kill_quietly, it.proc)
 
+    async def _settle(self, it):
+        """After a run timed out: waits (bounded) for its interrupted result,
+        which keeps the interpreter and its state; else kills it."""
+        rid, until = it.pending
+        it.pending = None
+        while True:
+            try:
+                ev = await asyncio.wait_for(it.q.get(), max(until - time.monotonic(), 0))
+            except asyncio.TimeoutError:
+                await self._kill_interp(it)
+                return
+            if ev[0] in ("O", "E"):
+                continue  # the rest of the timed-out run's output
+            if ev[0] == "R":
+                try:
+                    if _parse_json(ev[1], "result").get("id") == rid:
+                        return
+                    continue
+                except errors.ProtocolError:
+                    pass
+            await self._kill_interp(it)
+            return
+
+    def _drop_interp(self, it):
+        """Like _kill_interp without waiting for the kill to be done."""
+        it.dead = True
+        if self._interp is it:
+            self._interp = None
+        threading.Thread(target=_kill_quietly, args=(it.proc,), daemon=True).start()
+
     async def restart(self):
         """A fresh interpreter: the state of earlier runs is gone."""
         async with self._lock():
-            await self._kill_interp(self._interp)
+            if self._interp is not None:
+                await self._kill_interp(self._interp)
             await self._start_interp()
 
     async def run(self, code, timeout=None, *, on_stdout=None, on_stderr=None, max_output_bytes=None):
@@ -206,8 +238,10 @@ class CodeBox(SimpleBox):
             return await self._run_locked(code, tmo, on_stdout, on_stderr, limit)
 
     async def _run_locked(self, code, tmo, on_stdout, on_stderr, limit):
-        t0 = time.monotonic()
         it = self._interp
+        if it is not None and it.pending is not None:
+            await self._settle(it)
+            it = self._interp
         if it is not None:
             # Leftovers between runs (output of background threads; a death).
             while not it.q.empty():
@@ -218,14 +252,14 @@ class CodeBox(SimpleBox):
                     break
         if it is None or it.dead:
             it = await self._start_interp()
+        t0 = time.monotonic()  # the timeout counts from here, not the interpreter's start
         self._rid += 1
         rid = self._rid
-        body = json.dumps({"id": rid, "code": code}).encode()
+        body = struct.pack(">Q", rid) + code.encode("utf-8", "surrogatepass")
         if len(body) > MAX_CODE:
             raise errors.InvalidArgumentError("code is over %d MiB" % (MAX_CODE >> 20))
         outs = {1: _Output("stdout", on_stdout, limit), 2: _Output("stderr", on_stderr, limit)}
         deadline = None if tmo is None else t0 + tmo
-        interrupted = False
         try:
             await in_thread(it.proc.write, b"C" + struct.pack(">I", len(body)) + body)
             while True:
@@ -233,16 +267,14 @@ class CodeBox(SimpleBox):
                 try:
                     ev = await asyncio.wait_for(it.q.get(), wait)
                 except asyncio.TimeoutError:
-                    if interrupted:
-                        await self._kill_interp(it)
-                        raise errors.TimeoutError(
-                            "run timed out after %g s; the interpreter was killed (its state is lost)" % tmo,
-                            scope="call", result=self._result(outs, 128 + 9, t0))
-                    # Interrupt (KeyboardInterrupt): the state survives.
-                    interrupted = True
-                    await in_thread(_kill_quietly, it.proc, signal.SIGINT)
-                    deadline = time.monotonic() + INTERRUPT_GRACE
-                    continue
+                    # Interrupt (KeyboardInterrupt) and tell the caller now;
+                    # the next run waits for the interrupted one to settle
+                    # (state kept) or kills the interpreter (see _settle).
+                    threading.Thread(target=_kill_quietly, args=(it.proc, signal.SIGINT), daemon=True).start()
+                    it.pending = (rid, time.monotonic() + INTERRUPT_WAIT)
+                    raise errors.TimeoutError(
+                        "run timed out after %g s (interrupted with KeyboardInterrupt)" % tmo, scope="call",
+                        result=self._result(outs, 128 + signal.SIGINT, t0))
                 kind = ev[0]
                 if kind == "O":
                     await outs[1].feed(ev[1])
@@ -260,9 +292,6 @@ class CodeBox(SimpleBox):
                     res = self._result(outs, code_, t0, err)
                     await outs[1].finish()
                     await outs[2].finish()
-                    if interrupted:
-                        raise errors.TimeoutError("run timed out after %g s (interrupted; state kept)" % tmo,
-                                                  scope="call", result=res)
                     self._raise_resource(r, res)
                     return res
                 elif kind == "H":
@@ -282,8 +311,6 @@ class CodeBox(SimpleBox):
                         raise errors.OutOfMemoryError(
                             "the Python interpreter ran out of memory and was killed (state lost): %s" % status[3],
                             result=res)
-                    if interrupted:
-                        raise errors.TimeoutError("run timed out after %g s" % tmo, scope="call", result=res)
                     res.stderr_bytes += (
                         "boxlite: the Python interpreter exited with status %d; its state is lost\n" % code_).encode()
                     return res
@@ -295,9 +322,7 @@ class CodeBox(SimpleBox):
                     raise ev[1]
         except asyncio.CancelledError:
             # The awaiting task was cancelled mid-run: the interpreter goes.
-            it.dead = True
-            self._interp = None
-            threading.Thread(target=_kill_quietly, args=(it.proc,), daemon=True).start()
+            self._drop_interp(it)
             raise
         except errors.ProtocolError:
             await self._kill_interp(it)

@@ -5,7 +5,7 @@
 # one namespace that lives as long as the process.
 #
 #   frame = type (1 byte) + payload length (4 bytes, big-endian) + payload
-#   host -> guest: b"C" {"id": N, "code": "..."}       run code
+#   host -> guest: b"C" id (8 bytes, big-endian) + code (UTF-8)   run code
 #   guest -> host: b"H" {"v": 1, "pid": P}             ready (once)
 #                  b"O" bytes / b"E" bytes             output of the run
 #                  b"R" {"id": N, "exit_code": C, "error": NAME|null,
@@ -18,7 +18,9 @@
 # descriptors 1 and 2) are pipes read by a thread that forwards them as O/E
 # frames; after the code returns the thread drains them before R is sent.
 # Compatible with Python >= 3.7 (the image's interpreter).
-import ast, builtins, errno, fcntl, io, linecache, json, os, select, signal, struct, sys, threading, traceback
+import builtins, errno, fcntl, io, os, select, signal, struct, sys, threading
+# ast, traceback and linecache load lazily (json not at all): each costs a
+# few hundred ms at start-up under TCG.
 
 MAXF = 1 << 20
 PIN, POUT = os.dup(0), os.dup(1)  # not inheritable: child processes never see them
@@ -134,6 +136,7 @@ def _resource(e, tb):
         return "pids"
     if isinstance(e, BlockingIOError) and e.errno == errno.EAGAIN:
         try:
+            import traceback
             frames = traceback.extract_tb(tb)
             last = frames[-1].line or "" if frames else ""
             if "fork" in last or any(f.name in ("_execute_child", "_launch") for f in frames):
@@ -182,10 +185,9 @@ def run(code, rid):
     sys.stdout, sys.stderr = _stream(1), _stream(2)
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     status, error, resource = 0, None, None
+    name = "<cell-%d>" % rid
     try:
-        name = "<cell-%d>" % rid
-        # Tracebacks show the code's lines.
-        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        import ast
         tree = ast.parse(code, name, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -212,6 +214,9 @@ def run(code, rid):
         # Drop the driver's own frame from the traceback.
         if tb is not None and tb.tb_frame.f_code is run.__code__:
             tb = tb.tb_next
+        import linecache, traceback
+        # Tracebacks show the code's lines.
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
         traceback.print_exception(type(e), e, tb)
         resource = _resource(e, tb)
     if os.getpid() != MAIN:
@@ -227,16 +232,32 @@ def run(code, rid):
     _drained.clear()
     os.write(_ctl_w, b"d")
     _drained.wait()
-    send(b"R", json.dumps({"id": rid, "exit_code": status, "error": error, "resource": resource}).encode())
+    send(b"R", ('{"id": %d, "exit_code": %d, "error": %s, "resource": %s}' % (
+        rid, status, _jstr(error), _jstr(resource))).encode())
 
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-send(b"H", json.dumps({"v": 1, "pid": MAIN}).encode())
+def _jstr(v):
+    # A JSON string of identifier characters only (exception names can be anything).
+    if v is None:
+        return "null"
+    return '"%s"' % "".join(c for c in v[:100] if c.isascii() and (c.isalnum() or c in "_."))
+
+
+def _preload():
+    try:
+        import ast  # noqa: F401  (while the host sends the first run)
+    except Exception:
+        pass
+
+
+threading.Thread(target=_preload, daemon=True).start()
+send(b"H", ('{"v": 1, "pid": %d}' % MAIN).encode())
 while True:
     head = read_exact(5)
     t, n = head[:1], struct.unpack(">I", head[1:])[0]
     if n > (64 << 20):
         os._exit(3)
-    msg = json.loads(read_exact(n).decode())
-    if t == b"C":
-        run(msg["code"], msg["id"])
+    body = read_exact(n)
+    if t == b"C" and n >= 8:
+        run(body[8:].decode("utf-8", "surrogatepass"), struct.unpack(">Q", body[:8])[0])
