@@ -73,7 +73,7 @@ for r in runc boxlite; do
 		t1=$(now_ms)
 		echo "$t0 $t1" | awk '{printf "%.1f\n", $2 - $1}'
 	done | median >"$work/exec.$r"
-	shim=$(cat "$work/state/io.containerd.runtime.v2.task/default/idle-$r/shim.pid" 2>/dev/null)
+	shim=$(ps -eo pid,args | grep "containerd-shim-.*-address $work/c.sock" | grep -- "-id idle-$r\( \|\$\)" | awk '{print $1}' | head -n 1)
 	pids=""
 	[ -n "$shim" ] && pids=$(tree "$shim")
 	if [ "$r" = boxlite ]; then
@@ -86,6 +86,7 @@ for r in runc boxlite; do
 	echo "$(pss_kb $pids)" | awk '{printf "%.1f\n", $1 / 1024}' >"$work/pss.$r"
 done
 
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 printf '%-44s %12s %12s\n' "figure (median of $n, TCG)" boxlite runc
 printf '%-44s %10s ms %9s ms\n' "ctr run --rm IMAGE ID /bin/true" "$(cat "$work/run.boxlite")" "$(cat "$work/run.runc")"
 printf '%-44s %10s ms %9s ms\n' "ctr task exec (true) in a running task" "$(cat "$work/exec.boxlite")" "$(cat "$work/exec.runc")"
