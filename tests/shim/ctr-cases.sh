@@ -109,6 +109,16 @@ case_tty() {
 	rc=$?
 	log "rc=$rc"
 	tr -d '\r\000^@' <"$DIR/tty.out" | sed 's/^/  tty: /' >>"$T"
+	# An exec on a TTY in a running task (its own console size).
+	c run -d $R "$IMAGE" "$ID" sleep 1000 >/dev/null 2>&1
+	wait_status "$ID" RUNNING
+	script -qec "stty rows 21 cols 77; ctr --address '$DIR/c.sock' task exec -t --exec-id t1 $ID sh -c 'sleep 0.5; stty size; exit 6'" /dev/null \
+		>"$DIR/tty.out" 2>&1
+	log "exec -t rc=$?"
+	tr -d '\r\000^@' <"$DIR/tty.out" | sed 's/^/  exec tty: /' >>"$T"
+	c task kill -s KILL "$ID" >/dev/null 2>&1
+	wait_status "$ID" STOPPED
+	rm_task "$ID"
 }
 
 case_file_logger() {
