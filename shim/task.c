@@ -23,11 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#define EXEC_ID_MAX	      128
-#define OUTPUT_BEFORE_EXIT_MS 2000
-#define OUTPUT_AT_DELETE_MS   5000
+#define EXEC_ID_MAX		  128
+#define OUTPUT_BEFORE_EXIT_MS	  2000
+#define OUTPUT_AT_DELETE_MS	  5000
+#define INIT_EXIT_AFTER_EXECS_SEC 3
 
 typedef enum { P_CREATED, P_RUNNING, P_STOPPED } pstate;
 
@@ -48,6 +50,7 @@ typedef struct sproc {
 	pthread_t waiter;
 	bool has_waiter;
 	bool starting;
+	int waiting; /* Wait handlers looking at it: not freed before they left */
 	struct sproc *next;
 } sproc;
 
@@ -211,6 +214,18 @@ static void *waiter_main(void *arg)
 	/* Let the client read the output before it learns of the exit, as far as it reads. */
 	(void)shim_stdio_wait_output(&p->io, OUTPUT_BEFORE_EXIT_MS);
 	pthread_mutex_lock(&s->lock);
+	if (!p->exec_id[0]) {
+		/* As runc's shim: the init's exit comes after its execs' (they die
+		 * with its PID namespace), so clients see them ended first. */
+		struct timespec until = {.tv_sec = time(NULL) + INIT_EXIT_AFTER_EXECS_SEC};
+		for (;;) {
+			bool running = false;
+			for (sproc *e = p->task->execs; e && !running; e = e->next)
+				running = e->state == P_RUNNING;
+			if (!running || pthread_cond_timedwait(&s->cond, &s->lock, &until) != 0)
+				break;
+		}
+	}
 	bool changed = set_exited(s, p, status);
 	pthread_mutex_unlock(&s->lock);
 	if (ex.oom_killed) {
@@ -713,9 +728,13 @@ static int h_wait(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 		protobuf_c_message_free_unpacked(&req->base, NULL);
 		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process not found");
 	}
-	/* The process stays in the list until Delete, which needs it stopped. */
+	/* The process stays in the list until Delete, which needs it stopped
+	 * and waits for us to leave before it frees it. */
+	p->waiting++;
 	while (p->state != P_STOPPED)
 		pthread_cond_wait(&s->cond, &s->lock);
+	p->waiting--;
+	pthread_cond_broadcast(&s->cond);
 	Containerd__Types__Timestamp at = CONTAINERD__TYPES__TIMESTAMP__INIT;
 	ts_set(&at, p->exited_ns);
 	Containerd__Task__V2__WaitResponse resp = CONTAINERD__TASK__V2__WAIT_RESPONSE__INIT;
@@ -871,6 +890,8 @@ static int delete_exec(shim_service *s, stask *t, sproc *p, ttrpc_reply *reply)
 			break;
 		}
 	}
+	while (p->waiting)
+		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	Containerd__Types__Timestamp at = CONTAINERD__TYPES__TIMESTAMP__INIT;
 	ts_set(&at, p->exited_ns);
@@ -926,6 +947,21 @@ static int h_delete(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 			bl_warn("delete %s in the VM: %s", t->id, derr.msg);
 	}
 	t->c = NULL;
+	/* The container is gone: what has not ended ends now; Wait handlers
+	 * still looking at a process leave before it is freed. */
+	pthread_mutex_lock(&s->lock);
+	for (sproc *e = t->execs; e; e = e->next)
+		if (set_exited(s, e, 128 + SIGKILL))
+			e->starting = false;
+	for (;;) {
+		bool waited_on = p->waiting > 0;
+		for (sproc *e = t->execs; e; e = e->next)
+			waited_on = waited_on || e->waiting > 0;
+		if (!waited_on)
+			break;
+		pthread_cond_wait(&s->cond, &s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
 	proc_release(p);
 	while (t->execs) {
 		sproc *e = t->execs;
