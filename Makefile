@@ -182,6 +182,14 @@ $(BUILD)/tests/unit/test_cli: tests/unit/test_cli.c $(call obj,runtime/cli/optio
 # Reads the front ends' sources: they may include the public API only.
 $(BUILD)/tests/unit/test_public_api: CFLAGS += -DBL_SOURCE_DIR=\"$(CURDIR)\"
 
+# Shim unit tests link the shim minus main() (headers in shim/).
+SHIM_LIB_OBJ = $(call obj,$(filter-out shim/main.c,$(SHIM_SRC)))
+$(BUILD)/tests/unit/test_shim_%: tests/unit/test_shim_%.c $(SHIM_LIB_OBJ) $(TESTLIB_OBJ) \
+		$(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib -Ishim $(LDFLAGS) -o $@ $< $(SHIM_LIB_OBJ) $(TESTLIB_OBJ) \
+	  $(LINK_LIBS) $(LIBS)
+
 # Agent unit tests reach the agent's internals (headers in agent/).
 $(BUILD)/tests/unit/test_agent_%: tests/unit/test_agent_%.c $(TESTLIB_OBJ) $(BUILD)/libblagent.a \
 		$(BUILD)/libblcommon.a | $(PROTO_H)

@@ -94,17 +94,6 @@ static int mount_overlay(const char *cdir, int lowerfd, const char *root, bl_err
 	return 0;
 }
 
-static int mount_readonly(int lowerfd, const char *root, bl_error_t *err)
-{
-	_cleanup_free_ char *src = bl_asprintf("/proc/self/fd/%d", lowerfd);
-	if (mount(src, root, NULL, MS_BIND, NULL) < 0)
-		return bl_set_error_errno(err, errno, "bind lower dir");
-	if (mount(NULL, root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
-	    0)
-		return bl_set_error_errno(err, errno, "remount root read-only");
-	return 0;
-}
-
 static int check_req(const agent_rootfs_req *req, bl_error_t *err)
 {
 	if (!agent_valid_id(req->share_tag))
@@ -129,13 +118,15 @@ int agent_rootfs_mount(const char *id, const agent_rootfs_req *req, char **ret_p
 	_cleanup_free_ char *cdir = bl_asprintf("%s/%s", AGENT_CONTAINERS_DIR, id);
 	_cleanup_free_ char *root = bl_asprintf("%s/rootfs", cdir);
 	r = bl_mkdir_p(root, 0700, err);
-	if (r == 0 && req->readonly)
-		r = mount_readonly(lowerfd, root, err);
-	else if (r == 0) {
+	/* A read-only root gets the overlay too: the mount points its spec
+	 * needs and the image lacks (containerd's /run, CRI's /dev/shm) are
+	 * created in the upper layer, as runc creates them in the rootfs before
+	 * it goes read-only; the launcher remounts "/" read-only once every
+	 * mount is in place (agent/launch.c). */
+	if (r == 0)
 		r = mount_upper(cdir, req, err);
-		if (r == 0)
-			r = mount_overlay(cdir, lowerfd, root, err);
-	}
+	if (r == 0)
+		r = mount_overlay(cdir, lowerfd, root, err);
 	if (r < 0) {
 		(void)agent_rootfs_unmount(id, NULL);
 		return r;

@@ -123,6 +123,10 @@ int ttrpc_server_register(ttrpc_server *srv, const char *service, const char *me
  * and after it closed and all its handlers finished. */
 void ttrpc_server_set_conn_callbacks(ttrpc_server *srv, void *(*opened)(void *user, int fd),
 				     void (*closed)(void *user, void *conn_data), void *user);
+/* Accepted connections whose peer (SO_PEERCRED) has another uid than this
+ * process's effective uid are closed at once (containerd's shims require the
+ * same user). Off by default; set before adding listeners. */
+void ttrpc_server_require_same_uid(ttrpc_server *srv, bool on);
 /* Binds and listens on a unix socket path (mode 0600; an existing socket file is replaced). */
 int ttrpc_server_listen_unix(ttrpc_server *srv, const char *path, bl_error_t *err);
 /* Takes ownership of a listening socket (the shim's fd 3, an AF_VSOCK listener). */

@@ -106,6 +106,7 @@ struct ttrpc_server {
 	void *(*opened)(void *user, int fd);
 	void (*closed)(void *user, void *conn_data);
 	void *cb_user;
+	bool same_uid; /* accept only peers with our effective uid (SO_PEERCRED) */
 	int wake_fd;
 	atomic_uint nhandlers;
 
@@ -825,6 +826,27 @@ int ttrpc_server_add_conn_pair(ttrpc_server *srv, int rfd, int wfd, bl_error_t *
 	return rc < 0 ? bl_error_prefix(err, "ttrpc: add connection") : 0;
 }
 
+static bool peer_same_uid(int fd)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0 || len != sizeof(uc)) {
+		bl_warn("ttrpc: SO_PEERCRED: %s; connection refused", strerror(errno));
+		return false;
+	}
+	if (uc.uid != geteuid()) {
+		bl_warn("ttrpc: peer pid %d uid %u is not uid %u; connection refused", (int)uc.pid,
+			(unsigned)uc.uid, (unsigned)geteuid());
+		return false;
+	}
+	return true;
+}
+
+void ttrpc_server_require_same_uid(ttrpc_server *srv, bool on)
+{
+	srv->same_uid = on;
+}
+
 static void *acceptor_main(void *arg)
 {
 	listener *l = arg;
@@ -850,6 +872,10 @@ static void *acceptor_main(void *arg)
 			}
 			bl_warn("ttrpc: accept: %s; listener stopped", strerror(errno));
 			break;
+		}
+		if (s->same_uid && !peer_same_uid(fd)) {
+			(void)close(fd);
+			continue;
 		}
 		(void)conn_create(s, fd, fd, NULL);
 	}

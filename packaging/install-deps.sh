@@ -8,7 +8,7 @@ linux-source-6.1
 qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-system libvirt-clients libvirt-dev
 libxml2-dev libjson-c-dev libarchive-dev libcap-dev libprotobuf-c-dev protobuf-c-compiler
 libcunit1-dev
-containerd runc
+containerd runc containernetworking-plugins python3-grpcio python3-grpc-tools
 busybox-static debootstrap e2fsprogs
 golang-go golang-github-containerd-ttrpc-dev
 procps psmisc iproute2 util-linux

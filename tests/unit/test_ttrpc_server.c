@@ -7,6 +7,7 @@
 #include <pty.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <sys/wait.h>
 
 /* ------------------------------------------------------------------ handlers */
 
@@ -739,6 +740,62 @@ static void test_pipe_reader_gone_no_sigpipe(void)
 	close(up[1]);
 }
 
+/* SO_PEERCRED: with require_same_uid, a peer of another uid is closed at
+ * once; a peer of ours is served. Another uid needs root (else skipped). */
+/* 1: served, 0: connected but not served, -1: could not connect. */
+static int echo_ok(const char *path)
+{
+	bl_error_t err = BL_ERROR_INIT;
+	ttrpc_client *c = ttrpc_client_dial_unix(path, &err);
+	if (!c)
+		return -1;
+	Containerd__Types__StringValue req = CONTAINERD__TYPES__STRING_VALUE__INIT;
+	req.value = "peer";
+	ProtobufCMessage *resp = NULL;
+	int r = ttrpc_client_call(c, "test.v1.T", "Echo", &req.base,
+				  &containerd__types__string_value__descriptor, &resp,
+				  2000000000ull, NULL, 0, NULL, &err);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	ttrpc_client_free(c);
+	return r == 0 ? 1 : 0;
+}
+
+static void test_peer_uid_check(void)
+{
+	ttrpc_server *srv = ttrpc_server_new();
+	ttrpc_server_register(srv, "test.v1.T", "Echo", h_echo, NULL);
+	ttrpc_server_require_same_uid(srv, true);
+	char *path = sock_path();
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_FATAL(ttrpc_server_listen_unix(srv, path, &err) == 0);
+	CU_ASSERT_FATAL(ttrpc_server_start(srv, &err) == 0);
+	CU_ASSERT_EQUAL(echo_ok(path), 1);
+	if (geteuid() == 0) {
+		/* Let the other uid reach the socket, so the check is what refuses. */
+		char *dir = bl_strdup(path);
+		*strrchr(dir, '/') = '\0';
+		(void)chmod(dir, 0711);
+		(void)chmod(path, 0666);
+		free(dir);
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(setresgid(65534, 65534, 65534) == 0 &&
+				      setresuid(65534, 65534, 65534) == 0
+				  ? 10 + echo_ok(path)
+				  : 2);
+		int st = 0;
+		waitpid(pid, &st, 0);
+		/* connected (not -1), not served (not 1) */
+		CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 10);
+	} else {
+		printf("\n  (another uid needs root: only the same-uid half ran)");
+	}
+	ttrpc_server_shutdown(srv);
+	ttrpc_server_free(srv);
+	rm_sock(path);
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
@@ -758,6 +815,7 @@ int main(void)
 	    {"char_device_transport", test_char_device_transport},
 	    {"pipe_pair_transport", test_pipe_pair_transport},
 	    {"pipe_reader_gone_no_sigpipe", test_pipe_reader_gone_no_sigpipe},
+	    {"peer_uid_check", test_peer_uid_check},
 	    {NULL, NULL},
 	};
 	return bl_test_run("ttrpc_server", cases);
