@@ -119,7 +119,10 @@ def test_fork_bomb_is_contained(opts):
                 outcome = "result %d" % r.exit_code
             except (boxlite.ResourceError, boxlite.TimeoutError) as e:
                 outcome = type(e).__name__
-            assert outcome in ("ProcessLimitError", "TimeoutError") or outcome.startswith("result")
+            # 128 forked interpreters can also exhaust the box's memory first.
+            assert outcome in (
+                "ProcessLimitError", "OutOfMemoryError", "TimeoutError"
+            ) or outcome.startswith("result")
             # Harmless: the box still works and the bomb is gone.
             r = await box.run("print('alive')", timeout=60)
             assert r.stdout == "alive\n" and r.stderr == ""
