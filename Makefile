@@ -125,6 +125,18 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The code session's guest-side driver: ONE source, the Python SDK's
+# (it ships and reads the file), compiled into libboxlite as a C string.
+CODEBOX_DRIVER := sdk/python/boxlite/_driver.py
+$(BUILD)/gen/codebox_driver.h: $(CODEBOX_DRIVER)
+	@mkdir -p $(BUILD)/gen
+	{ echo '/* Generated from $(CODEBOX_DRIVER) by the Makefile: do not edit. */'; \
+	  echo 'static const char bl_codebox_driver_src[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '0};'; } >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/runtime/codebox.o: $(BUILD)/gen/codebox_driver.h
+
 # ---------------------------------------------------------------- libraries
 $(BUILD)/libblcommon.a: $(COMMON_OBJ)
 	rm -f $@ && $(AR) rcs $@ $^
@@ -181,6 +193,8 @@ $(BUILD)/tests/unit/test_cli: tests/unit/test_cli.c $(call obj,runtime/cli/optio
 
 # Reads the front ends' sources: they may include the public API only.
 $(BUILD)/tests/unit/test_public_api: CFLAGS += -DBL_SOURCE_DIR=\"$(CURDIR)\"
+# Finds tests/mcp/ (the npm-installed MCP client) in the checkout.
+$(BUILD)/tests/integration/test_mcp: CFLAGS += -DBL_SOURCE_DIR=\"$(CURDIR)\"
 
 # Shim unit tests link the shim minus main() (headers in shim/).
 SHIM_LIB_OBJ = $(call obj,$(filter-out shim/main.c,$(SHIM_SRC)))
@@ -250,6 +264,8 @@ $(BUILD)/fuzz/fuzz_agent_request: tests/fuzz/fuzz_agent_request.c $(AGENT_FUZZ_S
 	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon \
 	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(AGENT_FUZZ_SRC) $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) \
 	  -pthread
+
+$(FUZZ_BIN): $(BUILD)/gen/codebox_driver.h
 
 fuzz: $(FUZZ_BIN)
 	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)

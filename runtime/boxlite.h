@@ -314,6 +314,79 @@ int bl_container_update_json(bl_container *c, const char *resources_json, bl_err
  * fail with BL_ENOTFOUND). */
 int bl_container_delete(bl_container *c, bl_error_t *err);
 
+/* ------------------------------------------------------------ code sessions
+ *
+ * A code session keeps one Python interpreter running in a sandbox, like a
+ * notebook kernel: variables, imports and functions of one run are there in
+ * the next. It is the Python SDK's CodeBox (the same guest-side driver,
+ * sdk/python/boxlite/_driver.py, compiled into the library): a final
+ * expression's repr is printed; output of child processes is captured too;
+ * an uncaught exception gives exit code 1 and the traceback on stderr, the
+ * state kept. Everything the interpreter sends is untrusted: frames are
+ * checked, sizes bounded, output capped per run; a violation kills it.
+ *
+ * Thread safety: runs of one session are serialised (a second caller waits);
+ * bl_codebox_interrupt may be called from any thread; bl_codebox_free must
+ * not race with the other calls. The sandbox must outlive the session.
+ */
+typedef struct bl_codebox bl_codebox;
+
+#define BL_CODEBOX_MAX_CODE (16u << 20) /* bytes of code per run */
+
+typedef struct bl_codebox_options {
+	const char *python;	   /* the interpreter command; NULL: "python3" */
+	const char *const *env;	   /* the interpreter's environment, over the sandbox's */
+	const char *cwd;	   /* NULL: the sandbox's */
+	const char *user;	   /* NULL: the sandbox's */
+	size_t max_output;	   /* bytes kept per stream and run; 0: 1 MiB (then truncated) */
+	unsigned start_timeout_ms; /* for the interpreter to come up; 0: 120000 */
+	/* Called from a reader thread with each piece of a run's output (stream
+	 * 1: stdout, 2: stderr) as it arrives; may be NULL. */
+	void (*on_output)(int stream, const char *buf, size_t len, void *user);
+	void *on_output_user;
+} bl_codebox_options;
+
+typedef struct bl_codebox_result {
+	char *stdout_data; /* malloc'd, NUL-terminated (may hold other NULs) */
+	size_t stdout_len;
+	char *stderr_data;
+	size_t stderr_len;
+	int exit_code;	  /* 0; 1 after an exception; SystemExit's code; 130 interrupted */
+	bool truncated;	  /* output past max_output was dropped */
+	bool timed_out;	  /* the run passed its timeout (or was interrupted) */
+	bool state_lost;  /* the interpreter died or was killed: the next run starts afresh */
+	char error[104];  /* the uncaught exception's class name, or "" */
+	char resource[8]; /* a limit an uncaught exception came from: "memory" (MemoryError),
+			     "disk" (ENOSPC), "pids" (fork/thread failure), or "" */
+	double duration_ms;
+} bl_codebox_result;
+
+/* Starts the interpreter in the sandbox's main container and waits for it.
+ * BL_ENOTFOUND when the image has no such interpreter. */
+int bl_codebox_create(bl_sandbox *sb, const bl_codebox_options *o, bl_codebox **ret,
+		      bl_error_t *err);
+/* Runs code (UTF-8, NUL-terminated) in the interpreter; timeout_ms <= 0:
+ * none. *res is always filled (bl_codebox_result_clear it). Returns 0 when
+ * the run finished, whatever its exit code (an interpreter that died on the
+ * way gives state_lost and a note on stderr); BL_ETIMEOUT past the timeout
+ * and BL_ECANCELED after bl_codebox_interrupt: the run got a
+ * KeyboardInterrupt and kept the state, or, when it did not stop within 5
+ * s, the interpreter was killed (state_lost); BL_EOOM when the sandbox's
+ * memory limit killed the interpreter; BL_EPROTO when it broke the
+ * protocol (killed); a dead interpreter is restarted by the next run. */
+int bl_codebox_run(bl_codebox *cb, const char *code, int timeout_ms, bl_codebox_result *res,
+		   bl_error_t *err);
+/* Interrupts the running run, if any (thread-safe; not async-signal-safe). */
+void bl_codebox_interrupt(bl_codebox *cb);
+/* A fresh interpreter: the state of earlier runs is gone. */
+int bl_codebox_restart(bl_codebox *cb, bl_error_t *err);
+/* The interpreter's guest pid (0 when none runs). */
+uint32_t bl_codebox_pid(bl_codebox *cb);
+/* Kills the interpreter and everything it started; the sandbox stays.
+ * Accepts NULL. */
+void bl_codebox_free(bl_codebox *cb);
+void bl_codebox_result_clear(bl_codebox_result *res);
+
 /* ------------------------------------------------------------ VM liveness */
 
 /* True while the VM runs and the agent answers (no round trip: the state of

@@ -1,6 +1,8 @@
 # The CodeBox interpreter driver. This file is not imported on the host: its
 # source is passed to `python3 -c` inside the box, where it runs as the
-# persistent interpreter. It speaks a framed protocol on the stdin/stdout the
+# persistent interpreter. It is the ONE copy of the driver: the SDK reads it
+# (_codebox.py) and the C library's code sessions (runtime/codebox.c,
+# bl_codebox_*) embed it at build time (build/gen/codebox_driver.h). It speaks a framed protocol on the stdin/stdout the
 # agent gave it (moved to private descriptors), and runs each piece of code in
 # one namespace that lives as long as the process.
 #
