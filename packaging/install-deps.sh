@@ -15,11 +15,15 @@ procps psmisc iproute2 util-linux
 libssl-dev libcurl4-openssl-dev
 docker-registry skopeo apache2-utils openssl curl
 python3 python3-pytest python3-pip python3-venv
+nodejs
 "
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
+# The MCP tests' client (the official TypeScript SDK, from the npm registry)
+# needs npm: Debian's package, unless the installed nodejs brings its own.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -z "$missing" ]; then
 	echo "deps: all installed"
 	exit 0

@@ -29,6 +29,7 @@ int cmd_logs(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_ping(int argc, char **argv);
+int cmd_mcp(int argc, char **argv);
 /* images.c */
 int cmd_pull(int argc, char **argv);
 int cmd_images(int argc, char **argv);

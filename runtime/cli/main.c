@@ -24,6 +24,7 @@ static const char usage[] =
     "  logs ID                           print a sandbox's guest console log\n"
     "  info                              accelerator choice, versions, paths\n"
     "  check                             boot a probe VM: a host self-test\n"
+    "  mcp [OPTIONS]                     serve the Model Context Protocol on stdio (AI agents)\n"
     "  pull [-q] REF                     pull an image from its registry (docker-style REF)\n"
     "  images                            list images: name, digest, size, created, in use\n"
     "  rmi [-f] REF...                   remove images (refused while a sandbox uses one)\n"
@@ -100,6 +101,7 @@ static const struct {
     {"logs", cmd_logs},
     {"info", cmd_info},
     {"check", cmd_check},
+    {"mcp", cmd_mcp},
     {"__monitor", cmd_monitor},
     {"__ping", cmd_ping},
     /* images.c */
