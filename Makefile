@@ -24,7 +24,7 @@ ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined
 OPT      := -O1 -fno-omit-frame-pointer $(SANFLAGS) -fno-sanitize-recover=undefined
 endif
-PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap libcrypto libcurl
+PKGS     := libvirt libxml-2.0 json-c libarchive libprotobuf-c libcap libcrypto libcurl libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   ?=
@@ -157,6 +157,9 @@ $(BUILD)/libboxlite.so: $(RUNTIME_OBJ) $(COMMON_OBJ) runtime/libboxlite.map
 $(BUILD)/boxlite: $(call obj,$(CLI_SRC)) $(LINK_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# `boxlite serve` builds its page and API document in (.incbin).
+$(BUILD)/obj/runtime/cli/serve_assets.o: runtime/cli/playground.html runtime/cli/openapi.yaml
+
 $(BUILD)/containerd-shim-boxlite-v2: $(call obj,$(SHIM_SRC)) $(LINK_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -190,6 +193,14 @@ $(BUILD)/tests/unit/test_cli: tests/unit/test_cli.c $(call obj,runtime/cli/optio
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib -Iruntime/cli $(LDFLAGS) -o $@ $< \
 	  $(call obj,runtime/cli/options.c) $(TESTLIB_OBJ) $(LINK_LIBS) $(LIBS)
+
+# `boxlite serve`'s parsers, linked without serve.c (and main.c).
+SERVE_TEST_OBJ = $(call obj,runtime/cli/options.c $(filter-out runtime/cli/serve.c,$(wildcard runtime/cli/serve*.c)))
+$(BUILD)/tests/unit/test_serve: tests/unit/test_serve.c $(SERVE_TEST_OBJ) $(TESTLIB_OBJ) \
+		$(LINK_LIBS) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/lib -Iruntime/cli $(LDFLAGS) -o $@ $< $(SERVE_TEST_OBJ) $(TESTLIB_OBJ) \
+	  $(LINK_LIBS) $(LIBS)
 
 # Reads the front ends' sources: they may include the public API only.
 $(BUILD)/tests/unit/test_public_api: CFLAGS += -DBL_SOURCE_DIR=\"$(CURDIR)\"

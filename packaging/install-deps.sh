@@ -12,11 +12,13 @@ containerd runc containernetworking-plugins python3-grpcio python3-grpc-tools
 busybox-static debootstrap e2fsprogs
 golang-go golang-github-containerd-ttrpc-dev
 procps psmisc iproute2 util-linux
-libssl-dev libcurl4-openssl-dev
+libssl-dev libcurl4-openssl-dev libmicrohttpd-dev
 docker-registry skopeo apache2-utils openssl curl
 python3 python3-pytest python3-pip python3-venv
-nodejs
+chromium nodejs
 "
+# npm: Debian's package, unless a node with its own npm is installed already.
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

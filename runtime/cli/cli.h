@@ -37,3 +37,5 @@ int cmd_rmi(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_logout(int argc, char **argv);
+/* serve.c */
+int cmd_serve(int argc, char **argv);

@@ -30,6 +30,7 @@ static const char usage[] =
     "  rmi [-f] REF...                   remove images (refused while a sandbox uses one)\n"
     "  image import|prune|ls|rm|pull     import a local image, drop unused data, ...\n"
     "  login -u USER REGISTRY, logout    registry credentials for pulls\n"
+    "  serve [--listen ADDR:PORT]        the HTTP/JSON API with tenants, and a playground page\n"
     "\n"
     "`boxlite COMMAND --help` describes each command.\n"
     "\n"
@@ -111,6 +112,8 @@ static const struct {
     {"image", cmd_image},
     {"login", cmd_login},
     {"logout", cmd_logout},
+    /* serve.c */
+    {"serve", cmd_serve},
 };
 
 int main(int argc, char **argv)

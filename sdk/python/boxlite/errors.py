@@ -137,6 +137,25 @@ class BoxFileError(BoxliteError, OSError):
     """A file operation inside the box failed (copy_in, read_file, ...)."""
 
 
+class RemoteError(BoxliteError):
+    """A boxlite server (boxlite.connect) refused a request or could not be
+    reached. `status` is the HTTP status (0 when none came back), `code` the
+    server's error code."""
+
+    def __init__(self, message="", *, status=0, **kw):
+        super().__init__(message, **kw)
+        self.status = status
+
+
+class AuthenticationError(RemoteError, PermissionError):
+    """The server did not accept the token (HTTP 401)."""
+
+
+class QuotaExceededError(ResourceError):
+    """The tenant's quota (sandboxes, memory or CPUs) on the server is used up."""
+    kind = "quota"
+
+
 _BY_CODE = {
     BL_EINVAL: InvalidArgumentError,
     BL_ETIMEOUT: TimeoutError,
