@@ -276,6 +276,14 @@ $(BUILD)/fuzz/fuzz_agent_request: tests/fuzz/fuzz_agent_request.c $(AGENT_FUZZ_S
 	  -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(AGENT_FUZZ_SRC) $(COMMON_SRC) $(PROTO_C) $(PKG_LIBS) \
 	  -pthread
 
+# `boxlite serve`'s decoders: its own sources (not serve.c) over the library.
+SERVE_FUZZ_SRC := runtime/cli/options.c $(filter-out runtime/cli/serve.c,$(wildcard runtime/cli/serve*.c))
+$(BUILD)/fuzz/fuzz_serve: tests/fuzz/fuzz_serve.c $(SERVE_FUZZ_SRC) $(COMMON_SRC) $(RUNTIME_SRC) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icommon -Iruntime \
+	  -Iruntime/cli -I$(BUILD)/gen $(PKG_CFLAGS) -o $@ $< $(SERVE_FUZZ_SRC) $(COMMON_SRC) \
+	  $(RUNTIME_SRC) $(PROTO_C) $(PKG_LIBS) -pthread
+
 $(FUZZ_BIN): $(BUILD)/gen/codebox_driver.h
 
 fuzz: $(FUZZ_BIN)
