@@ -330,7 +330,7 @@ static srv_box *reserve(const srv_tenant *t, const create_req *c, srv_reply *r)
 		b->tenant = t;
 		b->memory_mib = c->memory;
 		b->vcpus = c->cpus;
-		b->disk_mib = c->disk;
+		b->disk_mib = c->disk ? c->disk : BL_DEFAULT_DISK_MIB;
 		b->refs = 1;
 		b->created = time(NULL);
 		snprintf(b->image, sizeof(b->image), "%s", c->image);
@@ -598,9 +598,10 @@ static void get_file(srv_request *q, srv_box *b, srv_reply *r)
 		else if ((uint64_t)st.st_size > srv->cfg.max_file)
 			rc = bl_set_error(&err, BL_EINVAL, "%s is over %zu bytes", path,
 					  srv->cfg.max_file);
-	} else if (strstr(err.msg, "No such file") || strstr(err.msg, "not found") ||
-		   strstr(err.msg, "Cannot stat")) {
-		err.code = BL_ENOTFOUND;
+	} else if (strstr(err.msg, "No such file") || strstr(err.msg, "Cannot stat") ||
+		   strstr(err.msg, "archive is empty")) {
+		/* The guest's tar found nothing to send. */
+		bl_set_error(&err, BL_ENOTFOUND, "%s: no such file in the sandbox", path);
 	}
 	(void)bl_rm_rf(tmpl, NULL);
 	if (rc < 0) {
