@@ -281,19 +281,56 @@ static void test_versions(void)
 
 static void test_bad_flags(void)
 {
-	static const char *const bad[][3] = {{"--memory", "abc", NULL},
-					     {"--frobnicate", NULL, NULL},
-					     {"--config", "/nonexistent", NULL}};
+	_cleanup_free_ char *dir = bl_test_tmpdir("mcp-conf");
+	_cleanup_free_ char *conf = bl_asprintf("%s/bad.json", dir);
+	const char *json = "{\"memory\": 256, \"colour\": \"blue\"}";
+	CU_ASSERT_EQUAL_FATAL(bl_write_file(conf, json, strlen(json), 0600, NULL), 0);
+	const char *const bad[][3] = {{"--memory", "abc", NULL},
+				      {"--frobnicate", NULL, NULL},
+				      {"--config", "/nonexistent", NULL},
+				      {"--config", conf, NULL}};
 	for (size_t i = 0; i < BL_ARRAY_SIZE(bad); i++) {
 		struct server s;
 		CU_ASSERT_FATAL(server_start(&s, bad[i]));
 		CU_ASSERT_PTR_NULL(recv_msg(&s, 10000)); /* nothing on stdout */
 		CU_ASSERT_EQUAL(server_wait(&s), 125);
 	}
+	(void)bl_rm_rf(dir, NULL);
 }
 
-/* A session that used its sandbox, ended by EOF: everything is released. */
+/* A session that used its sandbox (settings from a config file), ended by
+ * EOF: everything is released. */
 static void test_eof_releases_sandbox(void)
+{
+	SKIP_UNLESS_VM();
+	_cleanup_free_ char *conf = bl_asprintf("%s/mcp.json", env.dir);
+	const char *json = "{\"memory\": 256, \"disk\": 32, \"timeout\": 120, "
+			   "\"env\": [\"MCP_TEST=from-config\"]}";
+	CU_ASSERT_EQUAL_FATAL(bl_write_file(conf, json, strlen(json), 0600, NULL), 0);
+	struct server s;
+	const char *const args[] = {"--config", conf, NULL};
+	CU_ASSERT_FATAL(server_start(&s, args));
+	send_line(&s, INIT("2025-06-18"));
+	json_object_put(recv_msg(&s, 10000));
+	send_line(&s, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
+	send_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{"
+		      "\"name\":\"run_command\",\"arguments\":{\"command\":\"echo $MCP_TEST; "
+		      "exit 4\"}}}");
+	json_object *m = recv_msg(&s, 300000);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+	CU_ASSERT_EQUAL(json_object_get_int(get(m, "result.structuredContent.exit_code")), 4);
+	CU_ASSERT_STRING_EQUAL(json_object_get_string(get(m, "result.structuredContent.stdout")),
+			       "from-config\n");
+	CU_ASSERT(json_object_get_boolean(get(m, "result.isError")));
+	json_object_put(m);
+	CU_ASSERT_EQUAL(state_entries(), 1);
+	CU_ASSERT_EQUAL(server_wait(&s), 0);
+	sb_assert_clean();
+}
+
+/* SIGTERM while a command runs: the call is cancelled, the sandbox released,
+ * exit 143. */
+static void test_sigterm_mid_call(void)
 {
 	SKIP_UNLESS_VM();
 	struct server s;
@@ -301,19 +338,46 @@ static void test_eof_releases_sandbox(void)
 	CU_ASSERT_FATAL(server_start(&s, args));
 	send_line(&s, INIT("2025-06-18"));
 	json_object_put(recv_msg(&s, 10000));
-	send_line(&s, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
 	send_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{"
-		      "\"name\":\"run_command\",\"arguments\":{\"command\":\"echo hi; exit 4\"}}}");
+		      "\"name\":\"run_command\",\"arguments\":{\"command\":\"true\"}}}");
 	json_object *m = recv_msg(&s, 300000);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(m);
-	CU_ASSERT_EQUAL(json_object_get_int(get(m, "result.structuredContent.exit_code")), 4);
-	CU_ASSERT_STRING_EQUAL(json_object_get_string(get(m, "result.structuredContent.stdout")),
-			       "hi\n");
-	CU_ASSERT(json_object_get_boolean(get(m, "result.isError")));
+	CU_ASSERT_EQUAL(json_object_get_int(get(m, "result.structuredContent.exit_code")), 0);
 	json_object_put(m);
-	CU_ASSERT_EQUAL(state_entries(), 1);
-	CU_ASSERT_EQUAL(server_wait(&s), 0);
+	send_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{"
+		      "\"name\":\"run_command\",\"arguments\":{\"command\":\"sleep 500\"}}}");
+	send_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"ping\"}");
+	m = recv_msg(&s, 10000); /* served while the command runs */
+	CU_ASSERT_EQUAL(json_object_get_int(get(m, "id")), 4);
+	json_object_put(m);
+	CU_ASSERT_EQUAL(kill(s.pid, SIGTERM), 0);
+	CU_ASSERT_EQUAL(server_wait(&s), 143);
 	sb_assert_clean();
+}
+
+/* The client stops reading (its end of stdout closed): the server ends. */
+static void test_client_gone(void)
+{
+	struct server s;
+	CU_ASSERT_FATAL(server_start(&s, NULL));
+	close(s.out);
+	s.out = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	send_line(&s, INIT("2025-06-18"));
+	send_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}");
+	int st = 0;
+	pid_t r = 0;
+	for (int i = 0; i < 6000 && r == 0; i++) {
+		r = waitpid(s.pid, &st, WNOHANG);
+		if (r == 0)
+			usleep(10000);
+	}
+	CU_ASSERT_EQUAL(r, s.pid);
+	CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if (r == 0) {
+		kill(s.pid, SIGKILL);
+		(void)waitpid(s.pid, &st, 0);
+	}
+	close(s.in);
+	close(s.out);
 }
 
 /* The official TypeScript SDK as the client (npm). */
@@ -369,7 +433,9 @@ int main(void)
 	    {"raw_protocol", test_raw_protocol},
 	    {"versions", test_versions},
 	    {"bad_flags", test_bad_flags},
+	    {"client_gone", test_client_gone},
 	    {"eof_releases_sandbox", test_eof_releases_sandbox},
+	    {"sigterm_mid_call", test_sigterm_mid_call},
 	    {"sdk_client", test_sdk_client},
 	    {NULL, NULL},
 	};
