@@ -80,7 +80,8 @@ try:
     for t in ts: t.join()
     rps = sum(done) / (time.monotonic() - t0)
 finally:
-    req(c, "DELETE", "/v1/sandboxes/" + sid)
+    # A fresh connection: the first one may have idled past the server's timeout.
+    req(http.client.HTTPConnection(u.hostname, u.port, timeout=300), "DELETE", "/v1/sandboxes/" + sid)
 with boxlite.sync.SimpleBox(image="busybox", memory_mb=256) as box:
     for _ in range(3):
         box.exec("true")
