@@ -299,6 +299,10 @@ static srv_box *reserve(const srv_tenant *t, const create_req *c, srv_reply *r)
 	pthread_mutex_lock(&srv->lock);
 	unsigned n = 0, mem = 0, cpus = 0, all = 0;
 	for (srv_box *b = srv->boxes; b; b = b->next) {
+		/* A sandbox past its deadline holds no VM any more (it stays
+		 * listed, "dead", until deleted). */
+		if (b->ready && !bl_sandbox_alive(b->sb))
+			continue;
 		all++;
 		if (b->tenant != t)
 			continue;
