@@ -4,6 +4,8 @@
  * exits; every fatal path syncs and reboots, which ends the VM.
  */
 #include "agent.h"
+#include "bl_net_guest.h"
+#include "net.h"
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
@@ -247,5 +249,8 @@ int main(int argc, char **argv)
 			agent_reboot("no virtio port named " AGENT_PORT_NAME);
 		run_probe(probe, port);
 	}
+	_cleanup_free_ char *net = agent_cmdline_get(BL_NET_CMDLINE_KEY);
+	if (net && !strcmp(net, "on"))
+		(void)agent_net_setup();
 	agent_serve();
 }

@@ -1,4 +1,5 @@
 #include "rootfs.h"
+#include "net.h"
 #include "bl_cleanup.h"
 #include "bl_log.h"
 #include "bl_util.h"
@@ -131,6 +132,7 @@ int agent_rootfs_mount(const char *id, const agent_rootfs_req *req, char **ret_p
 		(void)agent_rootfs_unmount(id, NULL);
 		return r;
 	}
+	agent_net_write_resolv(root);
 	*ret_path = steal_pointer(&root);
 	return 0;
 }

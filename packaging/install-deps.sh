@@ -14,6 +14,7 @@ golang-go golang-github-containerd-ttrpc-dev
 procps psmisc iproute2 util-linux
 libssl-dev libcurl4-openssl-dev libmicrohttpd-dev
 docker-registry skopeo apache2-utils openssl curl
+nftables
 python3 python3-pytest python3-pip python3-venv
 chromium nodejs
 "

@@ -30,13 +30,15 @@
 
 #define BOXLITE_VERSION "0.1.0"
 
-#define BL_DEFAULT_MEMORY_MIB 512
-#define BL_DEFAULT_VCPUS      1
-#define BL_DEFAULT_DISK_MIB   256
-#define BL_DEFAULT_PIDS_MAX   512
-#define BL_DEFAULT_STATE_DIR  "/run/boxlite/sandboxes"
-#define BL_DEFAULT_IMAGE      "default"
-#define BL_SANDBOX_ID_MAX     32
+#define BL_DEFAULT_MEMORY_MIB	 512
+#define BL_DEFAULT_VCPUS	 1
+#define BL_DEFAULT_DISK_MIB	 256
+#define BL_DEFAULT_PIDS_MAX	 512
+#define BL_DEFAULT_STATE_DIR	 "/run/boxlite/sandboxes"
+#define BL_DEFAULT_IMAGE	 "default"
+#define BL_SANDBOX_ID_MAX	 32
+#define BL_DEFAULT_NET_MAX_CONNS 256
+#define BL_DEFAULT_NET_RATE_KIB	 (32 * 1024)
 /* Guest RAM kept out of the containers' memory for the guest kernel and
  * agent (at most a quarter of the VM): size a VM for a container limit L as
  * L + BL_GUEST_RESERVE_MIB. */
@@ -64,7 +66,7 @@ typedef struct bl_sandbox_options {
 	const char *hostname;	/* NULL: "boxlite" */
 	bool tty;		/* init process on a pty */
 	bool stdin_open;	/* init process gets a stdin pipe */
-	bool network;		/* not supported yet: BL_EUNSUPPORTED */
+	bool network;		/* a network device: see the net_* fields at the end */
 	const char *uri;	/* libvirt URI; NULL: embedded driver (per-sandbox root) */
 	const char *accel;	/* "kvm", "tcg", NULL: $BOXLITE_ACCEL or auto */
 	const char *state_dir;	/* NULL: $BOXLITE_STATE_DIR or BL_DEFAULT_STATE_DIR */
@@ -84,6 +86,22 @@ typedef struct bl_sandbox_options {
 	 * one container "main" from the image or rootfs and the options above
 	 * (bl_sandbox_container() returns it). */
 	bool bare;
+	/* (Appended.) Networking, with `network` true (runtime/README.md,
+	 * "Network"); without it the VM has no network device at all. The host's
+	 * firewall enforces the lists. Rules: "HOST[:PORT]" (a name, resolved by
+	 * the host at create; the guest's DNS answers allowed names only),
+	 * "A.B.C.D[/N][:PORT]", "host:PORT" (a service on the host's 127.0.0.1,
+	 * host.boxlite.internal in the guest), "*" (every public address; the
+	 * host, loopback and private ranges stay refused unless named). A PORT
+	 * covers TCP and UDP. Nothing allowed: the guest reaches nothing. */
+	const char *const *net_allow;
+	const char *const *net_deny; /* refused even when allowed */
+	/* Published ports: "[ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]" (ADDR
+	 * 127.0.0.1 unless given; HOST_PORT 0 or "GUEST_PORT" alone: a free one,
+	 * see bl_sandbox_port). */
+	const char *const *net_publish;
+	unsigned net_max_conns; /* concurrent connections; 0: BL_DEFAULT_NET_MAX_CONNS */
+	unsigned net_rate_kib;	/* KiB/s, each direction; 0: BL_DEFAULT_NET_RATE_KIB */
 } bl_sandbox_options;
 
 /* Where the time of bl_sandbox_create went (milliseconds). */
@@ -105,6 +123,15 @@ const char *bl_sandbox_accel_reason(const bl_sandbox *sb);
 void bl_sandbox_get_timings(const bl_sandbox *sb, bl_sandbox_timings *ret);
 /* QEMU's host pid (owned sandboxes with the embedded driver), else 0. */
 pid_t bl_sandbox_qemu_pid(const bl_sandbox *sb);
+/* The host address of a published guest port (proto "tcp", "udp" or NULL
+ * for tcp): BL_ENOTFOUND when it is not published. Owned sandboxes. */
+int bl_sandbox_port(const bl_sandbox *sb, unsigned guest_port, const char *proto, char *addr,
+		    size_t addr_len, unsigned *host_port, bl_error_t *err);
+/* The connections the network policy refused so far (malloc'd text, one
+ * "ADDR:PORT/PROTO PACKETS" or "ADDR/PROTO PACKETS" line per destination,
+ * plus "over-limit N" for connections cut by the limit; "" when none).
+ * Owned sandboxes with a network. */
+int bl_sandbox_net_refused(bl_sandbox *sb, char **ret, bl_error_t *err);
 /* Last `max` bytes of the guest console (malloc'd, NUL-terminated), or NULL. */
 char *bl_sandbox_console_tail(const bl_sandbox *sb, size_t max);
 

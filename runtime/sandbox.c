@@ -9,7 +9,9 @@
 #include "bl_log.h"
 #include "bl_util.h"
 #include "image.h"
+#include "net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -146,6 +148,30 @@ void bl_sandbox_get_timings(const bl_sandbox *sb, bl_sandbox_timings *ret)
 pid_t bl_sandbox_qemu_pid(const bl_sandbox *sb)
 {
 	return sb->vm ? bl_vm_qemu_pid(sb->vm) : 0;
+}
+
+int bl_sandbox_port(const bl_sandbox *sb, unsigned guest_port, const char *proto, char *addr,
+		    size_t addr_len, unsigned *host_port, bl_error_t *err)
+{
+	bool udp = proto && !strcmp(proto, "udp");
+	if (proto && !udp && strcmp(proto, "tcp"))
+		return bl_set_error(err, BL_EINVAL, "protocol '%.20s' is not tcp or udp", proto);
+	uint32_t a;
+	if (!sb->net || bl_net_port_lookup(sb->net, guest_port, udp, &a, host_port) < 0)
+		return bl_set_error(err, BL_ENOTFOUND, "guest port %u/%s is not published",
+				    guest_port, udp ? "udp" : "tcp");
+	struct in_addr in = {.s_addr = a};
+	if (!inet_ntop(AF_INET, &in, addr, (socklen_t)addr_len))
+		return bl_set_error(err, BL_EINVAL, "address buffer too small");
+	return 0;
+}
+
+int bl_sandbox_net_refused(bl_sandbox *sb, char **ret, bl_error_t *err)
+{
+	if (!sb->net)
+		return bl_set_error(err, BL_ESTATE, "sandbox %s has no network (owned by %s)",
+				    sb->id, sb->owned ? "this process" : "another process");
+	return bl_net_refused(sb->net, ret, err);
 }
 
 char *bl_sandbox_console_tail(const bl_sandbox *sb, size_t max)
@@ -299,6 +325,8 @@ static void sandbox_free_fields(bl_sandbox *sb)
 {
 	bl_agent_free(sb->agent);
 	bl_vm_free(sb->vm);
+	/* Still here: kept for a QEMU that may run (release_net). */
+	bl_net_abandon(steal_pointer(&sb->net));
 	bl_image_defaults_clear(&sb->img);
 	bl_strv_free(sb->args);
 	bl_strv_free(sb->env);
@@ -321,9 +349,10 @@ static void sandbox_free_fields(bl_sandbox *sb)
 
 static int check_options(const bl_sandbox_options *o, bl_error_t *err)
 {
-	if (o->network)
-		return bl_set_error(err, BL_EUNSUPPORTED,
-				    "networking is not supported yet (sandboxes have no network)");
+	if (!o->network && ((o->net_allow && o->net_allow[0]) || (o->net_deny && o->net_deny[0]) ||
+			    (o->net_publish && o->net_publish[0])))
+		return bl_set_error(err, BL_EINVAL,
+				    "network rules and published ports need the network option");
 	if (o->memory_mib && (o->memory_mib < 64 || o->memory_mib > 65536))
 		return bl_set_error(err, BL_EINVAL, "memory %u MiB out of range (64-65536)",
 				    o->memory_mib);
@@ -473,6 +502,19 @@ static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 	    .shares = {{.tag = BL_SHARE_TAG, .dir = sb->share}},
 	    .n_shares = 1,
 	};
+	if (sb->net) {
+		/* The firewall is in place before QEMU can send anything. */
+		sb->net_uid =
+		    getenv("BOXLITE_QEMU_UIDS") && !strcmp(getenv("BOXLITE_QEMU_UIDS"), "off")
+			? 0
+			: bl_vm_uid_take();
+		r = bl_net_start(sb->net, sb->net_uid, err);
+		if (r < 0)
+			return bl_error_prefix(err, "network");
+		cfg.qemu_uid = sb->net_uid;
+		cfg.qemu_args = bl_net_qemu_args(sb->net);
+		cfg.cmdline_extra = bl_net_cmdline(sb->net);
+	}
 	t0 = bl_now_monotonic_ns();
 	pthread_mutex_lock(&sb->kill_lock);
 	pthread_mutex_lock(&sb->lock);
@@ -598,7 +640,9 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 	if (o->on_handle)
 		o->on_handle(sb, o->on_handle_user);
 	_cleanup_free_ char *spec = NULL;
-	r = sb->bare ? 0 : resolve_image(sb, o, err);
+	r = o->network ? bl_net_new(o, &sb->net, err) : 0;
+	if (r == 0)
+		r = sb->bare ? 0 : resolve_image(sb, o, err);
 	if (r == 0 && !sb->bare)
 		r = main_spec(sb, o, &spec, err);
 	if (r == 0)
@@ -694,15 +738,45 @@ int bl_sandbox_stop(bl_sandbox *sb, bl_error_t *err)
 	return 0;
 }
 
+/* True once QEMU's pid is gone (reaped) or was never known; waits a while. */
+static bool qemu_gone(pid_t pid)
+{
+	for (int i = 0; pid > 0 && i < 200; i++) {
+		if (kill(pid, 0) < 0 && errno == ESRCH)
+			return true;
+		usleep(10000);
+	}
+	return pid <= 0;
+}
+
+/* The network goes after QEMU: a QEMU that might still run keeps its
+ * firewall table and uid (fail closed; bl_net_gc removes them later). */
+static void release_net(bl_sandbox *sb, pid_t qpid)
+{
+	if (!sb->net)
+		return;
+	if (!qemu_gone(qpid)) {
+		bl_warn("sandbox %s: QEMU %d still runs: its network policy stays", sb->id,
+			(int)qpid);
+		return;
+	}
+	bl_net_free(steal_pointer(&sb->net));
+	if (sb->net_uid)
+		bl_vm_uid_release(sb->net_uid);
+	sb->net_uid = 0;
+}
+
 static void release(bl_sandbox *sb, bool remove_dir)
 {
 	stop_timer(sb);
+	pid_t qpid = sb->vm ? bl_vm_qemu_pid(sb->vm) : 0;
 	if (sb->owned)
 		kill_vm(sb);
 	else if (sb->agent)
 		bl_agent_close(sb->agent);
 	bl_agent_free(steal_pointer(&sb->agent));
 	bl_vm_free(steal_pointer(&sb->vm));
+	release_net(sb, qpid);
 	/* The VM is gone: only the host side of each container is left. */
 	while (sb->containers)
 		bl_container_release(sb->containers);

@@ -78,6 +78,8 @@ struct bl_sandbox {
 	bl_container *main;	  /* the built-in container, or NULL */
 	unsigned next_slot;
 	unsigned disk_mib;
+	struct bl_net *net; /* with options.network (net.c) */
+	unsigned net_uid;   /* the QEMU uid the network's firewall matches */
 };
 
 struct bl_process {

@@ -441,6 +441,11 @@ static int write_domain(xmlTextWriterPtr w, const bl_vm_config *cfg)
 	W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "arg", NULL));
 	W(attr(w, "value", "virtio-mmio.force-legacy=false"));
 	W(end(w));
+	for (size_t i = 0; cfg->qemu_args && cfg->qemu_args[i]; i++) {
+		W(xmlTextWriterStartElementNS(w, BAD_CAST "qemu", BAD_CAST "arg", NULL));
+		W(attr(w, "value", cfg->qemu_args[i]));
+		W(end(w));
+	}
 	W(end(w));
 	W(end(w)); /* domain */
 	W(xmlTextWriterEndDocument(w));
@@ -952,6 +957,22 @@ static void qemu_uid_release(unsigned uid)
 		return;
 	_cleanup_free_ char *path = uid_lock_path(uid);
 	(void)unlink(path);
+}
+
+unsigned bl_vm_uid_take(void)
+{
+	return qemu_uid_take();
+}
+
+void bl_vm_uid_release(unsigned uid)
+{
+	qemu_uid_release(uid);
+}
+
+bool bl_vm_uid_held(unsigned uid)
+{
+	_cleanup_free_ char *path = uid_lock_path(uid);
+	return access(path, F_OK) == 0;
 }
 
 unsigned bl_vm_qemu_uid(const bl_vm *vm)

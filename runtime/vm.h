@@ -50,10 +50,12 @@ typedef struct bl_vm_config {
 	const char *agent_socket; /* unix socket libvirt binds for the agent channel */
 	bl_vm_share shares[BL_VM_MAX_SHARES];
 	size_t n_shares;
-	const char *virtiofsd;	/* NULL: /usr/lib/qemu/virtiofsd */
-	const char *disk_image; /* optional raw image attached as virtio-blk (vda) */
-	unsigned qemu_uid;	/* run QEMU as this uid:gid; 0: libvirt's user (bl_vm_start
-				 * picks one of a range for embedded VMs) */
+	const char *virtiofsd;	      /* NULL: /usr/lib/qemu/virtiofsd */
+	const char *disk_image;	      /* optional raw image attached as virtio-blk (vda) */
+	unsigned qemu_uid;	      /* run QEMU as this uid:gid; 0: libvirt's user (bl_vm_start
+				       * picks one of a range for embedded VMs) */
+	const char *const *qemu_args; /* NULL-terminated, appended to QEMU's command line
+				       * (the network device: runtime/net.c) */
 } bl_vm_config;
 
 /* Builds the domain XML with an escaping writer; *ret_xml is malloc'd. */
@@ -74,6 +76,13 @@ int bl_vm_open(const char *uri, bl_vm **ret, bl_error_t *err);
 const char *bl_vm_embed_root(void);
 /* $BOXLITE_RUN_DIR or /run/boxlite. */
 const char *bl_vm_run_dir(void);
+/* A QEMU uid of the range, held by this process until released (0: none
+ * free). A caller that needs the uid before the VM starts (the network's
+ * host firewall) takes it, passes it as qemu_uid and releases it itself. */
+unsigned bl_vm_uid_take(void);
+void bl_vm_uid_release(unsigned uid);
+/* True while a process holds uid (its lock file exists). */
+bool bl_vm_uid_held(unsigned uid);
 /* Creates and starts the transient domain (QEMU + virtiofsd). */
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err);
 /* True while the domain exists and runs. */

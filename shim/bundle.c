@@ -99,6 +99,38 @@ static int parse_process(json_object *proc, shim_spec *s, bl_error_t *err)
 	return 0;
 }
 
+/* "a,b,c" (bounded; empty items dropped) as a strv, or NULL. */
+static char **split_list(const char *v)
+{
+	if (!v || !*v || strlen(v) > 4096)
+		return NULL;
+	_cleanup_free_ char *copy = bl_strdup(v);
+	char **out = bl_malloc0(65 * sizeof(char *));
+	size_t n = 0;
+	for (char *save = NULL, *tok = strtok_r(copy, ", ", &save); tok && n < 64;
+	     tok = strtok_r(NULL, ", ", &save))
+		out[n++] = bl_strdup(tok);
+	return out;
+}
+
+static void parse_network(json_object *root, json_object *ann, shim_spec *s)
+{
+	json_object *nss = jobj(jobj(root, "linux"), "namespaces");
+	size_t n =
+	    nss && json_object_is_type(nss, json_type_array) ? json_object_array_length(nss) : 0;
+	for (size_t i = 0; i < n && i < 64; i++) {
+		json_object *ns = json_object_array_get_idx(nss, i);
+		const char *type = jstr(ns, "type"), *path = jstr(ns, "path");
+		if (type && !strcmp(type, "network") && path && *path)
+			s->network = true;
+	}
+	if (!s->network)
+		return;
+	s->net_allow = split_list(jstr(ann, SHIM_NET_ALLOW));
+	s->net_deny = split_list(jstr(ann, SHIM_NET_DENY));
+	s->net_publish = split_list(jstr(ann, SHIM_NET_PUBLISH));
+}
+
 static int parse_spec(json_object *root, shim_spec *s, bl_error_t *err)
 {
 	if (!json_object_is_type(root, json_type_object))
@@ -139,6 +171,7 @@ static int parse_spec(json_object *root, shim_spec *s, bl_error_t *err)
 		s->container_type = strdup_max(ct, 64);
 	if (sid)
 		s->sandbox_id = strdup_max(sid, SHIM_ID_MAX);
+	parse_network(root, ann, s);
 	return 0;
 }
 
@@ -191,6 +224,9 @@ void shim_spec_free(shim_spec *s)
 	free(s->container_type);
 	free(s->sandbox_id);
 	free(s->json);
+	bl_strv_free(s->net_allow);
+	bl_strv_free(s->net_deny);
+	bl_strv_free(s->net_publish);
 	*s = (shim_spec){0};
 }
 

@@ -58,7 +58,17 @@ typedef struct shim_spec {
 	char *container_type; /* io.kubernetes.cri.container-type, or NULL */
 	char *sandbox_id;     /* io.kubernetes.cri.sandbox-id, or NULL */
 	char *json;	      /* the whole config.json text */
+	/* linux.namespaces has a network namespace with a path (a CRI pod's, or
+	 * one a CNI set up): the VM gets a network, policed by the host as
+	 * boxlite's (runtime/README.md, "Network"); the rules come from the
+	 * annotations SHIM_NET_ALLOW / _DENY / _PUBLISH (comma-separated). */
+	bool network;
+	char **net_allow, **net_deny, **net_publish;
 } shim_spec;
+
+#define SHIM_NET_ALLOW	 "io.boxlite.network.allow"
+#define SHIM_NET_DENY	 "io.boxlite.network.deny"
+#define SHIM_NET_PUBLISH "io.boxlite.network.publish"
 
 int shim_spec_load(const char *bundle, shim_spec *ret, bl_error_t *err);
 /* Parses an OCI Process (JSON) as carried by ExecProcessRequest.spec. */

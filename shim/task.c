@@ -297,6 +297,10 @@ static int ensure_vm(shim_service *s, stask *t, const shim_spec *spec, bl_error_
 	    .vcpus = spec->vcpus,
 	    .owner = "shim",
 	    .bare = true,
+	    .network = spec->network,
+	    .net_allow = (const char *const *)spec->net_allow,
+	    .net_deny = (const char *const *)spec->net_deny,
+	    .net_publish = (const char *const *)spec->net_publish,
 	};
 	uint64_t t0 = bl_now_monotonic_ns();
 	bl_sandbox *vm = NULL;

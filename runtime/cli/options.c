@@ -28,6 +28,10 @@ enum {
 	OPT_NAME,
 	OPT_HOSTNAME,
 	OPT_NETWORK,
+	OPT_ALLOW,
+	OPT_DENY,
+	OPT_NET_CONNS,
+	OPT_NET_RATE,
 	OPT_PIDS,
 	OPT_STATE_DIR,
 	OPT_HELP,
@@ -51,6 +55,11 @@ static const struct option sandbox_longopts[] = {
     {"name", required_argument, NULL, OPT_NAME},
     {"hostname", required_argument, NULL, OPT_HOSTNAME},
     {"network", no_argument, NULL, OPT_NETWORK},
+    {"allow", required_argument, NULL, OPT_ALLOW},
+    {"deny", required_argument, NULL, OPT_DENY},
+    {"publish", required_argument, NULL, 'p'},
+    {"net-max-conns", required_argument, NULL, OPT_NET_CONNS},
+    {"net-rate", required_argument, NULL, OPT_NET_RATE},
     {"pids", required_argument, NULL, OPT_PIDS},
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"verbose", no_argument, NULL, 'v'},
@@ -167,6 +176,26 @@ static int parse_one(int opt, const char *arg, bl_cli_opts *c, bl_error_t *err)
 	case OPT_NETWORK:
 		o->network = true;
 		return 0;
+	/* The network options imply --network. */
+	case OPT_ALLOW:
+		o->network = true;
+		strv_push(&c->allow, arg);
+		return 0;
+	case OPT_DENY:
+		o->network = true;
+		strv_push(&c->deny, arg);
+		return 0;
+	case 'p':
+		o->network = true;
+		strv_push(&c->publish, arg);
+		return 0;
+	case OPT_NET_CONNS:
+		o->network = true;
+		return bl_cli_parse_uint("--net-max-conns", arg, 1, 65536, &o->net_max_conns, err);
+	case OPT_NET_RATE:
+		o->network = true;
+		return bl_cli_parse_uint("--net-rate", arg, 1, 10 * 1024 * 1024, &o->net_rate_kib,
+					 err);
 	case OPT_STATE_DIR:
 		o->state_dir = arg;
 		return 0;
@@ -211,7 +240,7 @@ int bl_cli_parse(int mode, int argc, char **argv, bl_cli_opts *c, bl_error_t *er
 {
 	*c = (bl_cli_opts){0};
 	/* '+': stop at the first operand; "--" ends options too. ':': report, don't print. */
-	const char *shortopts = "+:e:w:u:itv";
+	const char *shortopts = "+:e:w:u:p:itv";
 	optind = 0;
 	opterr = 0;
 	int opt, r = 0;
@@ -238,6 +267,9 @@ int bl_cli_parse(int mode, int argc, char **argv, bl_cli_opts *c, bl_error_t *er
 	if (r == 0 && !c->help)
 		r = check_command(mode, c, err);
 	c->o.env = (const char *const *)c->env;
+	c->o.net_allow = (const char *const *)c->allow;
+	c->o.net_deny = (const char *const *)c->deny;
+	c->o.net_publish = (const char *const *)c->publish;
 	c->o.tty = c->tty;
 	c->o.stdin_open = c->interactive;
 	if (r < 0)
@@ -249,6 +281,9 @@ void bl_cli_opts_clear(bl_cli_opts *c)
 {
 	bl_strv_free(c->env);
 	bl_strv_free(c->cmd);
+	bl_strv_free(c->allow);
+	bl_strv_free(c->deny);
+	bl_strv_free(c->publish);
 	*c = (bl_cli_opts){0};
 }
 

@@ -17,13 +17,14 @@ enum {
 
 typedef struct bl_cli_opts {
 	bl_sandbox_options o;
-	char **env;	       /* owned strv, also o.env */
-	char **cmd;	       /* owned strv: the command after the options */
-	const char *python;    /* --python CODE ("-": read from stdin) */
-	const char *id;	       /* exec: the sandbox */
-	bool interactive, tty; /* -i, -t */
-	bool verbose;	       /* -v */
-	bool help;	       /* --help seen */
+	char **env;			 /* owned strv, also o.env */
+	char **cmd;			 /* owned strv: the command after the options */
+	char **allow, **deny, **publish; /* owned strvs, also o.net_* */
+	const char *python;		 /* --python CODE ("-": read from stdin) */
+	const char *id;			 /* exec: the sandbox */
+	bool interactive, tty;		 /* -i, -t */
+	bool verbose;			 /* -v */
+	bool help;			 /* --help seen */
 } bl_cli_opts;
 
 /* Parses argv[0..argc) (argv[0] is the command name, e.g. "run"). Error

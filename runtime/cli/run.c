@@ -42,7 +42,16 @@ static const char run_help[] =
     "  -t, --tty        run the program on a terminal\n"
     "  --python CODE    run CODE with python3 (\"-\": read the code from stdin)\n"
     "  --hostname H     the sandbox's hostname (default boxlite)\n"
-    "  --network        give the sandbox a network (not supported yet)\n"
+    "  --network        give the sandbox a network (default: none at all); egress is\n"
+    "                   refused unless allowed (the host's firewall enforces it):\n"
+    "  --allow RULE     HOST[:PORT], A.B.C.D[/N][:PORT], host:PORT (a service on the\n"
+    "                   host's 127.0.0.1, host.boxlite.internal in the sandbox), or\n"
+    "                   '*' (every public address); repeatable; implies --network\n"
+    "  --deny RULE      refuse RULE even when allowed\n"
+    "  -p, --publish [ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]  serve a guest port on the\n"
+    "                   host (ADDR 127.0.0.1 unless given)\n"
+    "  --net-max-conns N  concurrent connections (default 256)\n"
+    "  --net-rate KiB   bandwidth each way, KiB/s (default 32768)\n"
     "  --accel kvm|tcg  force an accelerator (default: kvm when usable)\n"
     "  --connect URI    libvirt URI (default: embedded driver, no daemon)\n"
     "  -v, --verbose    accelerator choice and timings on stderr\n"
@@ -242,6 +251,22 @@ static int run_process(bl_process *p, bool interactive, bool tty, bl_exit *ex, b
 	return r;
 }
 
+/* The network policy's refusals, on stderr, so a user sees why a
+ * connection failed. */
+static void report_refused(bl_sandbox *sb, const bl_sandbox_options *o)
+{
+	if (!o->network)
+		return;
+	_cleanup_free_ char *text = NULL;
+	bl_error_t err = BL_ERROR_INIT;
+	if (bl_sandbox_net_refused(sb, &text, &err) < 0 || !text || !*text)
+		return;
+	fprintf(stderr, "boxlite: network refused (destination packets):\n");
+	for (char *save = NULL, *l = strtok_r(text, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save))
+		fprintf(stderr, "boxlite:   %s\n", l);
+}
+
 int cmd_run(int argc, char **argv)
 {
 	bl_cli_opts c;
@@ -299,6 +324,7 @@ int cmd_run(int argc, char **argv)
 	sigs.sb = NULL;
 	pthread_mutex_unlock(&sigs.lock);
 	bl_process_free(p);
+	report_refused(sb, &c.o);
 	uint64_t t2 = bl_now_monotonic_ns();
 	bl_sandbox_destroy(sb);
 	bl_info("sandbox released in %.0f ms", (double)(bl_now_monotonic_ns() - t2) / 1e6);

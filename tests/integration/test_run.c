@@ -408,8 +408,10 @@ static void test_errors(void)
 	CU_ASSERT(strstr(err.msg, "memory") != NULL);
 	o = sb_opts(t);
 	o.network = true;
+	const char *const bad_port[] = {"80:99999", NULL};
+	o.net_publish = bad_port;
 	CU_ASSERT(bl_sandbox_create(&o, &sb, &err) < 0);
-	CU_ASSERT_EQUAL(err.code, BL_EUNSUPPORTED);
+	CU_ASSERT_EQUAL(err.code, BL_EINVAL);
 	o = sb_opts(t);
 	o.accel = "xen";
 	CU_ASSERT(bl_sandbox_create(&o, &sb, &err) < 0);

@@ -181,13 +181,47 @@ static void test_start_failure(void)
 			0);
 }
 
+static void test_network_options(void)
+{
+	char *argv[] = {
+	    "run",     "--allow",    "host:8080", "--allow",   "pypi.org:443", "--deny",
+	    "1.2.3.4", "-p",	     "8000:80",	  "--publish", "53/udp",       "--net-max-conns",
+	    "10",      "--net-rate", "512",	  "--",	       "true",	       NULL};
+	bl_cli_opts c;
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_EQUAL_FATAL(bl_cli_parse(BL_CLI_RUN, ARGC(argv), argv, &c, &err), 0);
+	CU_ASSERT(c.o.network); /* implied */
+	CU_ASSERT_STRING_EQUAL(c.o.net_allow[0], "host:8080");
+	CU_ASSERT_STRING_EQUAL(c.o.net_allow[1], "pypi.org:443");
+	CU_ASSERT_PTR_NULL(c.o.net_allow[2]);
+	CU_ASSERT_STRING_EQUAL(c.o.net_deny[0], "1.2.3.4");
+	CU_ASSERT_STRING_EQUAL(c.o.net_publish[0], "8000:80");
+	CU_ASSERT_STRING_EQUAL(c.o.net_publish[1], "53/udp");
+	CU_ASSERT_EQUAL(c.o.net_max_conns, 10);
+	CU_ASSERT_EQUAL(c.o.net_rate_kib, 512);
+	bl_cli_opts_clear(&c);
+	char *plain[] = {"run", "--", "true", NULL};
+	CU_ASSERT_EQUAL_FATAL(bl_cli_parse(BL_CLI_RUN, ARGC(plain), plain, &c, &err), 0);
+	CU_ASSERT(!c.o.network && !c.o.net_allow && !c.o.net_publish);
+	bl_cli_opts_clear(&c);
+	char *bad[] = {"run", "--net-max-conns", "0", "--", "true", NULL};
+	CU_ASSERT_EQUAL(bl_cli_parse(BL_CLI_RUN, ARGC(bad), bad, &c, &err), -BL_EINVAL);
+	char *exec[] = {"exec", "--allow", "x", "id", "--", "true", NULL};
+	CU_ASSERT_EQUAL(bl_cli_parse(BL_CLI_EXEC, ARGC(exec), exec, &c, &err), -BL_EINVAL);
+}
+
 int main(void)
 {
 	static const bl_test_case cases[] = {
-	    {"run_options", test_run_options},	       {"run_python", test_run_python},
-	    {"bad_options", test_bad_options},	       {"exec", test_exec},
-	    {"env_passthrough", test_env_passthrough}, {"parse_uint", test_parse_uint},
-	    {"start_failure", test_start_failure},     {NULL, NULL},
+	    {"run_options", test_run_options},
+	    {"run_python", test_run_python},
+	    {"bad_options", test_bad_options},
+	    {"exec", test_exec},
+	    {"env_passthrough", test_env_passthrough},
+	    {"parse_uint", test_parse_uint},
+	    {"start_failure", test_start_failure},
+	    {"network_options", test_network_options},
+	    {NULL, NULL},
 	};
 	return bl_test_run("cli", cases);
 }

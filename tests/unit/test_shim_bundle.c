@@ -48,6 +48,35 @@ static void test_spec_fields(void)
 	(void)bl_rm_rf(dir, NULL);
 }
 
+/* A network namespace with a path (a pod's) asks for a network; the
+ * annotations carry the policy. Without a path: none. */
+static void test_network(void)
+{
+	_cleanup_free_ char *dir = bundle_with(
+	    "{\"process\":{\"args\":[\"true\"]},\"linux\":{\"namespaces\":[{\"type\":\"pid\"},"
+	    "{\"type\":\"network\",\"path\":\"/var/run/netns/cni-1\"}]},"
+	    "\"annotations\":{\"io.boxlite.network.allow\":\"host:8080, pypi.org:443,\","
+	    "\"io.boxlite.network.publish\":\"8000:80\"}}");
+	shim_spec s;
+	bl_error_t err = BL_ERROR_INIT;
+	CU_ASSERT_FATAL(shim_spec_load(dir, &s, &err) == 0);
+	CU_ASSERT(s.network);
+	CU_ASSERT_STRING_EQUAL(s.net_allow[0], "host:8080");
+	CU_ASSERT_STRING_EQUAL(s.net_allow[1], "pypi.org:443");
+	CU_ASSERT_PTR_NULL(s.net_allow[2]);
+	CU_ASSERT_PTR_NULL(s.net_deny);
+	CU_ASSERT_STRING_EQUAL(s.net_publish[0], "8000:80");
+	shim_spec_free(&s);
+	(void)bl_rm_rf(dir, NULL);
+	_cleanup_free_ char *dir2 =
+	    bundle_with("{\"process\":{\"args\":[\"true\"]},\"linux\":{\"namespaces\":[{\"type\":"
+			"\"network\"}]},\"annotations\":{\"io.boxlite.network.allow\":\"*\"}}");
+	CU_ASSERT_FATAL(shim_spec_load(dir2, &s, &err) == 0);
+	CU_ASSERT(!s.network && !s.net_allow);
+	shim_spec_free(&s);
+	(void)bl_rm_rf(dir2, NULL);
+}
+
 static void test_grouping_and_defaults(void)
 {
 	_cleanup_free_ char *dir =
@@ -134,6 +163,7 @@ int main(void)
 {
 	static const bl_test_case cases[] = {
 	    {"spec_fields", test_spec_fields},
+	    {"network", test_network},
 	    {"grouping_and_defaults", test_grouping_and_defaults},
 	    {"hostile_specs", test_hostile_specs},
 	    {"command_lookup_in_rootfs", test_command_lookup_in_rootfs},

@@ -112,11 +112,17 @@ static void test_state_dir_choice(void)
 /* Options are checked before anything is created. */
 static void test_bad_options(void)
 {
-	bl_sandbox_options o = {.rootfs = "/", .network = true};
+	/* Network rules without the network, and a bad rule. */
+	const char *const allow[] = {"host:80", NULL};
+	bl_sandbox_options o = {.rootfs = "/", .net_allow = allow};
 	bl_sandbox *sb = NULL;
 	bl_error_t err = BL_ERROR_INIT;
 	CU_ASSERT(bl_sandbox_create(&o, &sb, &err) < 0);
-	CU_ASSERT_EQUAL(err.code, BL_EUNSUPPORTED);
+	CU_ASSERT_EQUAL(err.code, BL_EINVAL);
+	const char *const bad_rule[] = {"1.2.3.4/99", NULL};
+	o = (bl_sandbox_options){.rootfs = "/", .network = true, .net_allow = bad_rule};
+	CU_ASSERT(bl_sandbox_create(&o, &sb, &err) < 0);
+	CU_ASSERT_EQUAL(err.code, BL_EINVAL);
 	o = (bl_sandbox_options){.rootfs = "/", .image = "x"};
 	CU_ASSERT(bl_sandbox_create(&o, &sb, &err) < 0);
 	CU_ASSERT_EQUAL(err.code, BL_EINVAL);

@@ -174,6 +174,39 @@ def timeout_opt(name, t):
     return float(t)
 
 
+def _strs(name, v):
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not all(isinstance(x, (str, int)) for x in v):
+        raise errors.InvalidArgumentError("network %s must be a list of strings" % name)
+    return [str(x) for x in v] or None
+
+
+def network_opts(network):
+    """network: None/False (no network device at all), True (a device that
+    reaches nothing), or a dict: allow (list of "HOST[:PORT]",
+    "A.B.C.D[/N][:PORT]", "host:PORT", "*"), deny (likewise), ports (list of
+    "[ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]" or guest port numbers, each
+    served on a free 127.0.0.1 port; see port()), max_conns, rate_kib."""
+    if network is None or network is False:
+        return {}
+    if network is True:
+        return {"network": True}
+    if not isinstance(network, dict):
+        raise errors.InvalidArgumentError("network must be True, False, None or a dict, not %r" % (network,))
+    bad = set(network) - {"allow", "deny", "ports", "max_conns", "rate_kib"}
+    if bad:
+        raise errors.InvalidArgumentError("unknown network keys: %s" % ", ".join(sorted(bad)))
+    return {
+        "network": True,
+        "net_allow": _strs("allow", network.get("allow")),
+        "net_deny": _strs("deny", network.get("deny")),
+        "net_publish": _strs("ports", network.get("ports")),
+        "net_max_conns": _int_opt("max_conns", network.get("max_conns"), 1, 65536),
+        "net_rate_kib": _int_opt("rate_kib", network.get("rate_kib"), 1, 10 << 20),
+    }
+
+
 def _argv(argv):
     if len(argv) == 1 and isinstance(argv[0], (list, tuple)):
         argv = tuple(argv[0])
@@ -244,7 +277,7 @@ class SimpleBox:
     def __init__(self, image=None, *, memory_mb=None, memory_mib=None, cpus=None, timeout_seconds=None,
                  env=None, cwd=None, user=None, disk_mb=None, disk_mib=None, pids_max=None, name=None,
                  rootfs=None, hostname=None, state_dir=None, image_store=None, accel=None, kernel=None,
-                 initrd=None, max_output_bytes=DEFAULT_MAX_OUTPUT):
+                 initrd=None, max_output_bytes=DEFAULT_MAX_OUTPUT, network=None):
         if memory_mb is not None and memory_mib is not None and memory_mb != memory_mib:
             raise errors.InvalidArgumentError("give memory_mb or memory_mib, not both")
         mem = memory_mb if memory_mb is not None else memory_mib
@@ -278,6 +311,7 @@ class SimpleBox:
             "id": name,
             "accel": accel,
         }
+        self._opts.update(network_opts(network))
         self._timeout = tmo
         self._max_output = max_output_bytes
         self._kernel, self._initrd = kernel, initrd
@@ -394,6 +428,21 @@ class SimpleBox:
         return ExecStream(self.exec, argv, kw)
 
     # ---------------------------------------------------------------- files
+
+    def port(self, guest_port, proto="tcp"):
+        """(host, port) where a published guest port is served on the host."""
+        return self._require().port(_int_opt("guest_port", guest_port, 1, 65535), proto)
+
+    def network_refused(self):
+        """Connections the network policy refused so far: a list of
+        (destination, packets), destination "ADDR:PORT/PROTO" (or
+        "over-limit" for connections cut by the connection limit)."""
+        out = []
+        for line in self._require().net_refused().splitlines():
+            dest, _, n = line.rpartition(" ")
+            if dest:
+                out.append((dest, int(n)))
+        return out
 
     async def write_file(self, path, data, mode=0o644):
         """Writes bytes or str to a file in the box (small files)."""

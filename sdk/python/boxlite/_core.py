@@ -40,7 +40,7 @@ class Sandbox:
         for k, v in o.items():
             if v is None:
                 continue
-            if k in ("args", "env"):
+            if k in ("args", "env", "net_allow", "net_deny", "net_publish"):
                 arr = _ffi.strv(v)
                 keep.append(arr)
                 setattr(opts, k, arr)
@@ -129,6 +129,35 @@ class Sandbox:
             return self.lib.lib.bl_sandbox_qemu_pid(ptr)
         finally:
             self._leave()
+
+    def port(self, guest_port, proto="tcp"):
+        ptr = self._enter()
+        try:
+            addr = ctypes.create_string_buffer(64)
+            hp = ctypes.c_uint()
+            err = _ffi.BlError()
+            r = self.lib.lib.bl_sandbox_port(ptr, guest_port, proto.encode(), addr, 64, ctypes.byref(hp),
+                                             ctypes.byref(err))
+        finally:
+            self._leave()
+        if r < 0:
+            _ffi.raise_for(err, "port %s/%s" % (guest_port, proto))
+        return addr.value.decode(), hp.value
+
+    def net_refused(self):
+        ptr = self._enter()
+        try:
+            out = ctypes.c_void_p()
+            err = _ffi.BlError()
+            r = self.lib.lib.bl_sandbox_net_refused(ptr, ctypes.byref(out), ctypes.byref(err))
+        finally:
+            self._leave()
+        if r < 0:
+            _ffi.raise_for(err, "refused connections")
+        try:
+            return ctypes.string_at(out.value).decode("utf-8", "replace")
+        finally:
+            _ffi.libc_free(out.value)
 
     def exec(self, argv, env=None, cwd=None, user=None, stdin_open=False):
         po = _ffi.ProcessOptions()

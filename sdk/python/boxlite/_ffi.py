@@ -57,6 +57,11 @@ class SandboxOptions(ctypes.Structure):
         ("on_handle", ON_HANDLE),
         ("on_handle_user", ctypes.c_void_p),
         ("bare", ctypes.c_bool),
+        ("net_allow", _strv),
+        ("net_deny", _strv),
+        ("net_publish", _strv),
+        ("net_max_conns", ctypes.c_uint),
+        ("net_rate_kib", ctypes.c_uint),
     ]
 
 
@@ -155,6 +160,9 @@ class Library:
             "bl_sandbox_id": (ctypes.c_char_p, [P]),
             "bl_sandbox_dir": (ctypes.c_char_p, [P]),
             "bl_sandbox_qemu_pid": (ctypes.c_int, [P]),
+            "bl_sandbox_port": (ctypes.c_int, [P, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p,
+                                               ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint), E]),
+            "bl_sandbox_net_refused": (ctypes.c_int, [P, ctypes.POINTER(ctypes.c_void_p), E]),
             "bl_sandbox_start": (ctypes.c_int, [P, ctypes.POINTER(P), E]),
             "bl_sandbox_exec": (ctypes.c_int, [P, ctypes.POINTER(ProcessOptions), ctypes.POINTER(P), E]),
             "bl_process_write": (ctypes.c_int, [P, ctypes.c_void_p, ctypes.c_size_t, E]),
@@ -179,6 +187,14 @@ class Library:
 
 _lib = None
 _lib_lock = threading.Lock()
+_libc = ctypes.CDLL(None)
+_libc.free.argtypes = [ctypes.c_void_p]
+_libc.free.restype = None
+
+
+def libc_free(p):
+    """Frees memory the library malloc'd for the caller."""
+    _libc.free(p)
 
 
 def library():

@@ -101,6 +101,12 @@ class _SyncBox:
         """Iterator of OutputChunk; afterwards .result holds the ExecResult."""
         return _SyncStream(self._a, argv, kw)
 
+    def port(self, guest_port, proto="tcp"):
+        return self._a.port(guest_port, proto)
+
+    def network_refused(self):
+        return self._a.network_refused()
+
     def write_file(self, path, data, mode=0o644):
         return _call(self._a.write_file, path, data, mode)
 
