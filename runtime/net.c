@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -451,6 +452,25 @@ static char *nft_script(const bl_net *n)
 	return buf;
 }
 
+/* A process (a QEMU whose owner died) still runs as uid: its table stays. */
+static bool uid_runs(unsigned uid)
+{
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	for (struct dirent *e; d && (e = readdir(d));) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		_cleanup_free_ char *path = bl_asprintf("/proc/%s/status", e->d_name);
+		_cleanup_free_ char *st = NULL;
+		if (bl_read_file(path, 8192, &st, NULL, NULL) < 0)
+			continue;
+		const char *u = strstr(st, "\nUid:");
+		unsigned real, eff;
+		if (u && sscanf(u + 5, "%u %u", &real, &eff) == 2 && (real == uid || eff == uid))
+			return true;
+	}
+	return false;
+}
+
 void bl_net_gc(void)
 {
 	const char *const args[] = {"list", "tables", NULL};
@@ -462,7 +482,7 @@ void bl_net_gc(void)
 		unsigned uid;
 		char tail;
 		if (sscanf(line, "table inet boxlite_%u%c", &uid, &tail) != 1 ||
-		    bl_vm_uid_held(uid))
+		    bl_vm_uid_held(uid) || uid_runs(uid))
 			continue;
 		char table[32];
 		snprintf(table, sizeof(table), "boxlite_%u", uid);

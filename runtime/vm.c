@@ -972,7 +972,11 @@ void bl_vm_uid_release(unsigned uid)
 bool bl_vm_uid_held(unsigned uid)
 {
 	_cleanup_free_ char *path = uid_lock_path(uid);
-	return access(path, F_OK) == 0;
+	_cleanup_free_ char *buf = NULL;
+	if (bl_read_file(path, 32, &buf, NULL, NULL) < 0)
+		return errno != ENOENT;
+	long owner = strtol(buf, NULL, 10);
+	return owner > 0 && (kill((pid_t)owner, 0) == 0 || errno != ESRCH);
 }
 
 unsigned bl_vm_qemu_uid(const bl_vm *vm)

@@ -81,7 +81,7 @@ const char *bl_vm_run_dir(void);
  * host firewall) takes it, passes it as qemu_uid and releases it itself. */
 unsigned bl_vm_uid_take(void);
 void bl_vm_uid_release(unsigned uid);
-/* True while a process holds uid (its lock file exists). */
+/* True while a live process holds uid (its lock file names it). */
 bool bl_vm_uid_held(unsigned uid);
 /* Creates and starts the transient domain (QEMU + virtiofsd). */
 int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err);
