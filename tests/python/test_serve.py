@@ -346,9 +346,42 @@ def test_run_code(server, box_a):
     assert r["stdout"].strip() == "43"
     r = server.json("POST", "/v1/sandboxes/%s/run_code" % box_a, body={"code": "1/0"})
     assert r["exit_code"] == 1 and "ZeroDivisionError" in r["stderr"]
+    r = server.json("POST", "/v1/sandboxes/%s/run_code" % box_a,
+                    body={"code": "import time\ntime.sleep(60)", "timeout_seconds": 2})
+    assert r["timed_out"] is True and "KeyboardInterrupt" in r["stderr"]
+    r = server.json("POST", "/v1/sandboxes/%s/run_code" % box_a, body={"code": "print(x)"})
+    assert r["stdout"] == "42\n"  # the interrupted run kept the state
+    code, out = server.curl("POST", "/v1/sandboxes/%s/run_code" % box_a, body={"code": 5})
+    assert code == 400
     server.json("POST", "/v1/sandboxes/%s/run_code/reset" % box_a, body={})
     r = server.json("POST", "/v1/sandboxes/%s/run_code" % box_a, body={"code": "print('x' in dir())"})
     assert r["stdout"] == "False\n"
+
+
+def test_stream_client_gone_kills_process(server, box_a):
+    """A client that drops a streaming exec: its process is killed (the
+    server notices at its next write, a keepalive at the latest)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(server.url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c.request("POST", "/v1/sandboxes/%s/exec" % box_a, body=json.dumps({"cmd": ["sleep", "1234"], "stream": True}),
+              headers={"Authorization": "Bearer " + TOKEN_A, "Content-Type": "application/json"})
+    resp = c.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    assert resp.readline().startswith(b"event: start")
+
+    def sleeping():
+        r = server.json("POST", "/v1/sandboxes/%s/exec" % box_a, body={"cmd": "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$f; echo; done"})
+        return "sleep 1234" in r["stdout"]
+
+    assert sleeping()
+    c.sock.shutdown(2)
+    c.close()
+    deadline = time.monotonic() + 60
+    while sleeping():
+        assert time.monotonic() < deadline, "the dropped exec's process still runs"
+        time.sleep(1)
 
 
 def test_tenant_isolation(server, box_a):
