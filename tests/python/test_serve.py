@@ -184,7 +184,8 @@ def test_health_auth_limits(server):
     assert code == 413
     for bad in ('{"image": "default"', "not json", "[1, 2]", '{"a": 1} trailing', "", '{"memory_mb": "lots"}',
                 '{"memory_mb": 1}', '{"cpus": 0}', '{"image": "/etc"}', '{"image": "../x"}',
-                '{"env": {"A=B": "c"}}', '{"cwd": "relative"}', '{"timeout_seconds": -1}'):
+                '{"env": {"A=B": "c"}}', '{"cwd": "relative"}', '{"timeout_seconds": -1}',
+                '{"network": true}'):
         code, out = server.curl("POST", "/v1/sandboxes", body=bad)
         assert code == 400, (bad, code, out)
         error_of(out)
@@ -238,6 +239,9 @@ def test_sdk_errors_without_vm(server):
         r.sync.SimpleBox(memory_mb=-1)
     with pytest.raises(boxlite.InvalidArgumentError):
         boxlite.connect("ftp://x", TOKEN_A)
+    with pytest.raises(boxlite.InvalidArgumentError):
+        with r.sync.SimpleBox(network=True):
+            pass
 
 
 @pytest.mark.novm

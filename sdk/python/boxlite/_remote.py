@@ -171,8 +171,8 @@ class _RemoteBox:
             return self
         if self._sb is not None:
             raise errors.StateError("the box is already starting or closed")
-        for k in ("rootfs", "state_dir", "image_store"):
-            if self._opts.get(k) is not None:
+        for k in ("rootfs", "state_dir", "image_store", "network"):
+            if self._opts.get(k):
                 raise errors.InvalidArgumentError("%s is not available on a remote box" % k)
         sb = _Sandbox(self._remote)
         self._sb = sb
