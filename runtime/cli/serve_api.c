@@ -260,8 +260,9 @@ static int parse_create(json_object *j, create_req *c, bl_error_t *err)
 		snprintf(c->name, sizeof(c->name), "%s", s);
 	}
 	if (json_object_object_get_ex(j, "network", &v) && json_object_get_boolean(v))
-		return bl_set_error(err, BL_EUNSUPPORTED,
-				    "network is not available through boxlite serve (sandboxes have none)");
+		return bl_set_error(
+		    err, BL_EUNSUPPORTED,
+		    "network is not available through boxlite serve (sandboxes have none)");
 	int r;
 	c->memory = srv->cfg.default_memory;
 	c->cpus = 1;
