@@ -468,6 +468,9 @@ def test_sdk_remote(server, box_a):
             assert (r.stdout, r.stderr, r.exit_code) == ("a b\n", "e\n", 5)
             r = await box.exec("cat", stdin=b"in\n")
             assert r.stdout == "in\n"
+            big = "y = %r\nprint(len(y))" % ("z" * (3 << 20))  # over the server's body limit: sent in pieces
+            r = await box.run(big)
+            assert r.stdout == "%d\n" % (3 << 20)
             r = await box.exec("nope-not-here")
             assert r.exit_code == 127
             with pytest.raises(boxlite.TimeoutError):

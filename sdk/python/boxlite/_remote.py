@@ -28,6 +28,7 @@ from ._codebox import CodeBox
 
 _CODES = {v: k for k, v in errors._NAMES.items()}
 STREAM_IDLE = 90.0  # the server sends a keepalive every 15 s
+STDIN_PIECE = 64 << 10  # a body limit smaller than this breaks remote stdin (413)
 
 
 def _error(status, body, what):
@@ -383,8 +384,11 @@ class _Process:
         return data
 
     def write(self, data):
-        self.r.request("POST", self._sub("stdin"), bytes(data), ctype="application/octet-stream",
-                       what="write stdin")
+        # In pieces within the server's body limit (1 MiB by default).
+        view = memoryview(bytes(data))
+        for off in range(0, len(view), STDIN_PIECE):
+            self.r.request("POST", self._sub("stdin"), bytes(view[off:off + STDIN_PIECE]),
+                           ctype="application/octet-stream", what="write stdin")
 
     def close_stdin(self):
         self.r.request("POST", self._sub("stdin?close=1"), b"", ctype="application/octet-stream",
