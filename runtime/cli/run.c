@@ -621,6 +621,7 @@ int cmd_monitor(int argc, char **argv)
 	bl_monitor *m = the_monitor;
 	the_monitor = NULL;
 	bl_monitor_free(m);
+	report_refused(sb, &c.o); /* into monitor.log */
 	bl_sandbox_release(sb);
 	bl_cli_opts_clear(&c);
 	bl_info("monitor: done");

@@ -119,6 +119,46 @@ def clean_net():
     assert socket_fds() <= fds
 
 
+class UdpEcho:
+    """A UDP echo on 127.0.0.1:port, counting datagrams."""
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.port = port
+        self.sock.settimeout(0.2)
+        self.got = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stop:
+            try:
+                d, a = self.sock.recvfrom(2048)
+                self.got += 1
+                self.sock.sendto(b"echo:" + d, a)
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+try:
+    s.sendto(b"ping", ("10.0.2.2", int(sys.argv[1])))
+    print(s.recv(100).decode())
+except OSError as e:
+    print("refused", type(e).__name__)
+"""
+
+
 def py(code):
     return ("python3", "-c", code)
 
@@ -163,6 +203,8 @@ def test_no_network_by_default(opts):
 def test_allow_list_dns_and_refusals(opts, web, clean_net):
     other = Holder()  # not allowed: another port of the host's loopback
     service = Holder()  # stands for containerd's / libvirtd's TCP endpoint
+    udp = UdpEcho(web.port)
+    udp_other = UdpEcho(other.port)
     try:
         net = {"allow": ["host:%d" % web.port, "localhost:%d" % web.port]}
 
@@ -192,15 +234,24 @@ def test_allow_list_dns_and_refusals(opts, web, clean_net):
                                                  "example.com 3 None", "pypi.org 3 None"], r
                 r = await box.exec(*py("import socket; print(socket.gethostbyname('localhost.'))"))
                 assert r.stdout == "10.0.2.2\n", r
+                # UDP follows the same rules: the allowed port's number, not another.
+                r = await box.exec(*py(UDP), str(web.port))
+                assert r.stdout == "echo:ping\n", r
+                r = await box.exec(*py(UDP), str(udp_other.port))
+                assert r.stdout.startswith("refused"), r
                 refused = dict(box.network_refused())
                 for port in (other.port, service.port):
                     assert refused.get("127.0.0.1:%d/tcp" % port, 0) >= 2, refused
+                assert refused.get("127.0.0.1:%d/udp" % udp_other.port, 0) >= 1, refused
                 assert not any(d.startswith("127.0.0.1:%d/" % web.port) for d in refused), refused
         run(main())
         assert other.accepted == [] and service.accepted == []
+        assert udp.got == 1 and udp_other.got == 0
     finally:
         other.close()
         service.close()
+        udp.close()
+        udp_other.close()
 
 
 def test_nothing_allowed_reaches_nothing(opts, web, clean_net):
