@@ -4,7 +4,7 @@
 set -u
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
-for b in boot ttrpc engine pull sdk shim mcp serve net; do
+for b in boot ttrpc engine pool pull sdk shim mcp serve net; do
 	if [ -x "$here/$b.sh" ]; then
 		echo "=== bench: $b"
 		"$here/$b.sh" "$build" || echo "bench $b failed (rc=$?)"

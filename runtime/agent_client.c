@@ -108,10 +108,9 @@ static int connect_unix(const char *path, int *ret_fd, bl_error_t *err)
 	return 0;
 }
 
-int bl_agent_connect_channel(const char *path, uint64_t deadline_ns, bl_agent **ret,
-			     bl_error_t *err)
+int bl_agent_channel_fd(const char *path, uint64_t deadline_ns, int *ret_fd, bl_error_t *err)
 {
-	int fd = -1;
+	_cleanup_close_ int fd = -1;
 	for (;;) {
 		int r = connect_unix(path, &fd, err);
 		if (r == 0)
@@ -121,7 +120,21 @@ int bl_agent_connect_channel(const char *path, uint64_t deadline_ns, bl_agent **
 		struct timespec ts = {0, 5 * 1000000};
 		nanosleep(&ts, NULL);
 	}
-	return bl_agent_from_fd(fd, true, deadline_ns, ret, err);
+	int r = read_preamble(fd, deadline_ns, err);
+	if (r < 0)
+		return r;
+	*ret_fd = steal_fd(&fd);
+	return 0;
+}
+
+int bl_agent_connect_channel(const char *path, uint64_t deadline_ns, bl_agent **ret,
+			     bl_error_t *err)
+{
+	int fd = -1;
+	int r = bl_agent_channel_fd(path, deadline_ns, &fd, err);
+	if (r < 0)
+		return r;
+	return bl_agent_from_fd(fd, false, 0, ret, err);
 }
 
 int bl_agent_dial(const char *path, bl_agent **ret, bl_error_t *err)

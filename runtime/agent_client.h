@@ -25,6 +25,9 @@ typedef struct bl_agent bl_agent;
  * CLOCK_MONOTONIC) and reads the agent's preamble by that deadline. */
 int bl_agent_connect_channel(const char *path, uint64_t deadline_ns, bl_agent **ret,
 			     bl_error_t *err);
+/* The same, handing back the connected descriptor (after the preamble)
+ * instead of a client: a warm pool keeps it until a sandbox takes the VM. */
+int bl_agent_channel_fd(const char *path, uint64_t deadline_ns, int *ret_fd, bl_error_t *err);
 /* Connects to a monitor's api.sock (no preamble). */
 int bl_agent_dial(const char *path, bl_agent **ret, bl_error_t *err);
 /* Takes ownership of a connected fd; with `preamble`, reads it first. */

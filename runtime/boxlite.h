@@ -543,3 +543,44 @@ void bl_monitor_wait(bl_monitor *m);
 void bl_monitor_request_stop(bl_monitor *m);
 /* Stops serving (the sandbox itself stays with the caller). */
 void bl_monitor_free(bl_monitor *m);
+
+/* ------------------------------------------------------------ warm pool */
+
+/*
+ * A pool of pre-booted VMs of one shape (memory, vCPUs, kernel, initramfs,
+ * accelerator), owned by one process per state directory and reached over
+ * STATE/.pool/pool.sock. bl_sandbox_create takes a VM from it when its shape
+ * matches (and boots one itself otherwise); a pooled VM serves exactly one
+ * sandbox and is never returned. Off unless a pool runs ($BOXLITE_POOL=off
+ * ignores a running one).
+ */
+typedef struct bl_pool_options {
+	const char *state_dir; /* NULL: $BOXLITE_STATE_DIR or the default */
+	unsigned size;	       /* VMs kept ready, 1-64 */
+	unsigned memory_mib;   /* 0: BL_DEFAULT_MEMORY_MIB */
+	unsigned vcpus;	       /* 0: BL_DEFAULT_VCPUS */
+	const char *kernel;    /* NULL: as for sandboxes */
+	const char *initrd;
+	const char *accel; /* NULL: $BOXLITE_ACCEL or auto */
+} bl_pool_options;
+
+typedef struct bl_pool_status {
+	int32_t pid;
+	uint32_t size, ready, booting, taken;
+	uint32_t memory_mib, vcpus;
+	uint64_t served;   /* VMs handed to sandboxes */
+	uint64_t replaced; /* spares that died while waiting */
+	uint64_t failed;   /* boots that failed */
+	char accel[8];
+	char last_error[160];
+} bl_pool_status;
+
+/* Serves the pool in this process until bl_pool_stop() (from anywhere).
+ * `ready_fd` (>= 0) receives "OK\n" once the socket listens, or
+ * "<code> <message>\n" when starting failed, and is closed. */
+int bl_pool_serve(const bl_pool_options *o, int ready_fd, bl_error_t *err);
+/* BL_ENOTFOUND when no pool runs for state_dir. */
+int bl_pool_status_get(const char *state_dir, bl_pool_status *ret, bl_error_t *err);
+/* Stops the pool: its spare VMs and the sandboxes still running on its VMs
+ * are destroyed; returns once the owner has removed everything. */
+int bl_pool_stop(const char *state_dir, bl_error_t *err);

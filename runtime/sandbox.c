@@ -10,6 +10,7 @@
 #include "bl_util.h"
 #include "image.h"
 #include "net.h"
+#include "pool.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -147,6 +148,8 @@ void bl_sandbox_get_timings(const bl_sandbox *sb, bl_sandbox_timings *ret)
 
 pid_t bl_sandbox_qemu_pid(const bl_sandbox *sb)
 {
+	if (sb->pooled)
+		return sb->pool_qemu_pid;
 	return sb->vm ? bl_vm_qemu_pid(sb->vm) : 0;
 }
 
@@ -172,6 +175,11 @@ int bl_sandbox_net_refused(bl_sandbox *sb, char **ret, bl_error_t *err)
 		return bl_set_error(err, BL_ESTATE, "sandbox %s has no network (owned by %s)",
 				    sb->id, sb->owned ? "this process" : "another process");
 	return bl_net_refused(sb->net, ret, err);
+}
+
+bl_vm *bl_sandbox_vm(bl_sandbox *sb)
+{
+	return sb->vm;
 }
 
 char *bl_sandbox_console_tail(const bl_sandbox *sb, size_t max)
@@ -233,6 +241,12 @@ static void kill_vm(bl_sandbox *sb)
 		bl_agent_close(a);
 	pthread_mutex_unlock(&sb->lock);
 	pthread_mutex_lock(&sb->kill_lock);
+	if (sb->pooled && sb->pool_fd >= 0) {
+		/* The pool's owner destroys it (and says when it is gone). */
+		bl_error_t err = BL_ERROR_INIT;
+		if (bl_pool_lease_call(sb->pool_fd, BL_POOL_OP_KILL, &err) < 0)
+			bl_warn("sandbox %s: %s", sb->id, err.msg);
+	}
 	if (sb->vm) {
 		pid_t qpid = bl_vm_qemu_pid(sb->vm);
 		if (qpid > 0)
@@ -318,6 +332,7 @@ static bl_sandbox *sandbox_new(void)
 	pthread_cond_init(&sb->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	sb->rootfs_fd = -1;
+	sb->pool_fd = -1;
 	return sb;
 }
 
@@ -340,6 +355,8 @@ static void sandbox_free_fields(bl_sandbox *sb)
 	free(sb->share);
 	free(sb->dir);
 	free(sb->state_root);
+	if (sb->pool_fd >= 0)
+		close(sb->pool_fd);
 	pthread_mutex_destroy(&sb->lock);
 	pthread_mutex_destroy(&sb->kill_lock);
 	pthread_mutex_destroy(&sb->share_lock);
@@ -368,8 +385,10 @@ static int check_options(const bl_sandbox_options *o, bl_error_t *err)
 		return bl_set_error(err, BL_EINVAL,
 				    "give an image or a rootfs directory, not both");
 	if (o->id && !bl_sandbox_id_valid(o->id))
-		return bl_set_error(err, BL_EINVAL,
-				    "sandbox name '%.40s' must be 1-32 of [A-Za-z0-9_.-]", o->id);
+		return bl_set_error(
+		    err, BL_EINVAL,
+		    "sandbox name '%.40s' must be 1-32 of [A-Za-z0-9_.-], not starting with '.'",
+		    o->id);
 	if (o->cwd && o->cwd[0] != '/')
 		return bl_set_error(err, BL_EINVAL, "working directory '%s' is not absolute",
 				    o->cwd);
@@ -501,6 +520,7 @@ static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 	    .agent_socket = sock,
 	    .shares = {{.tag = BL_SHARE_TAG, .dir = sb->share}},
 	    .n_shares = 1,
+	    .cpu_shares = sb->boot_shares,
 	};
 	if (sb->net) {
 		/* The firewall is in place before QEMU can send anything. */
@@ -622,6 +642,119 @@ static void annotate_failure(bl_sandbox *sb, bl_error_t *err)
 	}
 }
 
+/* A pre-booted VM from the warm pool when one of this shape is ready: 0
+ * when taken (the state directory is now the VM's), 1 when the caller boots
+ * one itself, <0 on an error after the take. */
+static int take_from_pool(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
+{
+	const char *e = getenv("BOXLITE_POOL");
+	if (o->uri || o->network || (e && !strcmp(e, "off")))
+		return 1;
+	_cleanup_free_ char *sock =
+	    bl_asprintf("%s/%s/%s", sb->state_root, BL_POOL_DIR, BL_POOL_SOCK);
+	if (access(sock, F_OK) < 0)
+		return 1;
+	bl_pool_shape shape;
+	bl_error_t why = BL_ERROR_INIT;
+	if (bl_pool_shape_for(o, sb->memory_mib, &shape, NULL, 0, &why) < 0)
+		return 1;
+	uint64_t t0 = bl_now_monotonic_ns();
+	int lease = -1, afd = -1;
+	pid_t qpid = 0;
+	if (bl_pool_take(sb->state_root, sb->id, &shape, &lease, &afd, &qpid, sb->accel_why,
+			 sizeof(sb->accel_why), &why) < 0) {
+		bl_info("sandbox %s: %s; booting a VM", sb->id, why.msg);
+		return 1;
+	}
+	sb->pooled = true;
+	sb->pool_fd = lease;
+	sb->pool_qemu_pid = qpid;
+	sb->share = bl_asprintf("%s/%s", sb->dir, BL_SHARE_DIR);
+	bl_agent *a = NULL;
+	int r = bl_agent_from_fd(afd, false, 0, &a, err);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&sb->lock);
+	sb->agent = a;
+	pthread_mutex_unlock(&sb->lock);
+	sb->t.vm_start_ms = ms_since(t0);
+	bl_info("sandbox %s: took a pooled VM (QEMU pid %d) in %.1f ms", sb->id, (int)qpid,
+		sb->t.vm_start_ms);
+	return 0;
+}
+
+/* Booted: from now on the VM weighs as much as any running one. */
+static void run_shares(bl_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->kill_lock);
+	bl_error_t e = BL_ERROR_INIT;
+	if (sb->vm && bl_vm_set_shares(sb->vm, BL_VM_SHARES_RUN, &e) < 0)
+		bl_debug("sandbox %s: %s", sb->id, e.msg);
+	pthread_mutex_unlock(&sb->kill_lock);
+}
+
+int bl_sandbox_boot_spare(const char *pool_dir, const bl_pool_shape *shape, bl_sandbox **ret,
+			  int *ret_fd, bl_error_t *err)
+{
+	bl_sandbox_options o = {
+	    .bare = true,
+	    .state_dir = pool_dir,
+	    .memory_mib = shape->memory_mib,
+	    .vcpus = shape->vcpus,
+	    .kernel = shape->kernel,
+	    .initrd = shape->initrd,
+	    .accel = shape->accel == BL_ACCEL_KVM ? "kvm" : "tcg",
+	};
+	uint64_t created = bl_now_monotonic_ns();
+	bl_sandbox *sb = sandbox_new();
+	sb->owned = true;
+	sb->created = (int64_t)time(NULL);
+	snprintf(sb->owner, sizeof(sb->owner), "pool");
+	sb->memory_mib = shape->memory_mib;
+	sb->bare = true;
+	sb->disk_mib = BL_DEFAULT_DISK_MIB;
+	sb->boot_shares = BL_VM_SHARES_POOL;
+	int fd = -1;
+	int r = make_state_dir(sb, &o, err);
+	if (r == 0)
+		r = bl_share_setup(sb, err);
+	if (r == 0)
+		r = boot_vm(sb, &o, err);
+	if (r == 0) {
+		_cleanup_free_ char *sock = bl_asprintf("%s/agent.sock", sb->dir);
+		uint64_t boot = (uint64_t)BL_BOOT_TIMEOUT_SEC * 1000000000ull;
+		r = bl_agent_channel_fd(sock, created + boot, &fd, err);
+		if (r < 0)
+			r = bl_sandbox_map_error(sb, r, err);
+	}
+	if (r < 0) {
+		annotate_failure(sb, err);
+		bl_sandbox_destroy(sb);
+		return r;
+	}
+	*ret = sb;
+	*ret_fd = fd;
+	return 0;
+}
+
+void bl_sandbox_spare_moved(bl_sandbox *sb, const char *dir, const char *id)
+{
+	free(sb->dir);
+	sb->dir = bl_strdup(dir);
+	snprintf(sb->id, sizeof(sb->id), "%s", id);
+	if (sb->share) {
+		free(sb->share);
+		sb->share = bl_asprintf("%s/%s", dir, BL_SHARE_DIR);
+	}
+	_cleanup_free_ char *log = bl_asprintf("%s/console.log", dir);
+	bl_vm_console_moved(sb->vm, log);
+}
+
+void bl_sandbox_spare_kill(bl_sandbox *sb)
+{
+	kill_vm(sb);
+}
+
 int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t *err)
 {
 	int r = check_options(o, err);
@@ -650,16 +783,21 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 	if (r == 0 && !o->rootfs) /* rmi, prune and eviction leave the image alone */
 		(void)bl_image_pin(sb->rootfs, sb->dir, NULL);
 	if (r == 0)
-		r = bl_meta_write(sb, "running", 0, err);
+		r = take_from_pool(sb, o, err);
+	bool cold = r == 1;
+	if (cold)
+		r = 0;
 	if (r == 0)
+		r = bl_meta_write(sb, "running", bl_sandbox_qemu_pid(sb), err);
+	if (r == 0 && cold)
 		r = bl_share_setup(sb, err);
 	if (r == 0)
 		r = start_timer(sb, err);
-	if (r == 0)
+	if (r == 0 && cold)
 		r = boot_vm(sb, o, err);
-	if (r == 0)
+	if (r == 0 && cold)
 		(void)bl_meta_write(sb, "running", bl_vm_qemu_pid(sb->vm), NULL);
-	if (r == 0)
+	if (r == 0 && cold)
 		r = connect_agent(sb, created, err);
 	if (r == 0)
 		r = setup_guest(sb, o, err);
@@ -670,6 +808,8 @@ int bl_sandbox_create(const bl_sandbox_options *o, bl_sandbox **ret, bl_error_t 
 	}
 	if (r == 0)
 		r = bl_base_write(sb, err);
+	if (r == 0 && cold)
+		run_shares(sb);
 	if (r < 0) {
 		r = bl_sandbox_map_error(sb, r, err);
 		annotate_failure(sb, err);
@@ -766,9 +906,46 @@ static void release_net(bl_sandbox *sb, pid_t qpid)
 	sb->net_uid = 0;
 }
 
+/* A pooled VM: its owner destroys it and removes the share and the
+ * directory when the lease closes, so nothing here waits for that (RELEASE
+ * first when the directory stays, for `logs`). */
+static void release_pooled(bl_sandbox *sb, bool remove_dir)
+{
+	if (sb->agent)
+		bl_agent_close(sb->agent);
+	bl_agent_free(steal_pointer(&sb->agent));
+	while (sb->containers) {
+		/* Their binds go with the share (a detached unmount of its tree). */
+		bl_container *c = sb->containers;
+		bl_strv_free(steal_pointer(&c->mounts));
+		free(steal_pointer(&c->host_dir));
+		bl_container_release(c);
+	}
+	sb->main = NULL;
+	free(steal_pointer(&sb->share));
+	pthread_mutex_lock(&sb->kill_lock);
+	bl_error_t e = BL_ERROR_INIT;
+	if (!remove_dir && sb->pool_fd >= 0 &&
+	    bl_pool_lease_call(sb->pool_fd, BL_POOL_OP_RELEASE, &e) < 0)
+		bl_warn("sandbox %s: %s", sb->id, e.msg);
+	if (sb->pool_fd >= 0)
+		close(sb->pool_fd);
+	sb->pool_fd = -1;
+	pthread_mutex_unlock(&sb->kill_lock);
+	if (!remove_dir && sb->dir) {
+		_cleanup_free_ char *api = bl_asprintf("%s/api.sock", sb->dir);
+		(void)unlink(api);
+		(void)bl_meta_write(sb, "stopped", 0, NULL);
+	}
+}
+
 static void release(bl_sandbox *sb, bool remove_dir)
 {
 	stop_timer(sb);
+	if (sb->pooled) {
+		release_pooled(sb, remove_dir);
+		return;
+	}
 	pid_t qpid = sb->vm ? bl_vm_qemu_pid(sb->vm) : 0;
 	if (sb->owned)
 		kill_vm(sb);
@@ -844,6 +1021,9 @@ int bl_sandbox_wait_dead(bl_sandbox *sb, int timeout_ms, bl_error_t *err)
 		if (sb->owned && i % 10 == 9) {
 			pthread_mutex_lock(&sb->kill_lock);
 			bool running = sb->vm && bl_vm_is_running(sb->vm);
+			if (sb->pooled)
+				running = sb->pool_qemu_pid > 0 &&
+					  (kill(sb->pool_qemu_pid, 0) == 0 || errno == EPERM);
 			pthread_mutex_unlock(&sb->kill_lock);
 			if (!running) {
 				pthread_mutex_lock(&sb->lock);
@@ -891,8 +1071,18 @@ static int suspend_vm(bl_sandbox *sb, bool suspend, bl_error_t *err)
 	if (!sb->owned)
 		return bl_set_error(err, BL_ESTATE, "only the owner suspends the VM");
 	pthread_mutex_lock(&sb->kill_lock);
-	int r = sb->vm ? bl_vm_suspend(sb->vm, suspend, err)
-		       : bl_set_error(err, BL_ESTATE, "the VM is not running");
+	int r;
+	if (sb->pooled) {
+		r = sb->pool_fd < 0
+			? bl_set_error(err, BL_ESTATE, "the VM is not running")
+			: bl_pool_lease_call(sb->pool_fd,
+					     suspend ? BL_POOL_OP_SUSPEND : BL_POOL_OP_RESUME, err);
+		if (r == 0)
+			sb->pool_suspended = suspend;
+	} else {
+		r = sb->vm ? bl_vm_suspend(sb->vm, suspend, err)
+			   : bl_set_error(err, BL_ESTATE, "the VM is not running");
+	}
 	pthread_mutex_unlock(&sb->kill_lock);
 	return bl_sandbox_map_error(sb, r, err);
 }
@@ -910,7 +1100,8 @@ int bl_sandbox_resume(bl_sandbox *sb, bl_error_t *err)
 bool bl_sandbox_suspended(bl_sandbox *sb)
 {
 	pthread_mutex_lock(&sb->kill_lock);
-	bool s = sb->owned && sb->vm && bl_vm_is_suspended(sb->vm);
+	bool s =
+	    sb->owned && (sb->pooled ? sb->pool_suspended : sb->vm && bl_vm_is_suspended(sb->vm));
 	pthread_mutex_unlock(&sb->kill_lock);
 	return s;
 }

@@ -80,6 +80,12 @@ struct bl_sandbox {
 	unsigned disk_mib;
 	struct bl_net *net; /* with options.network (net.c) */
 	unsigned net_uid;   /* the QEMU uid the network's firewall matches */
+	/* A VM taken from the warm pool (pool.h): its owner holds the domain,
+	 * this is the lease (-1: none, or released). */
+	bool pooled, pool_suspended;
+	int pool_fd;
+	pid_t pool_qemu_pid;
+	unsigned boot_shares; /* cpu.shares while booting; 0: BL_VM_SHARES_BOOT */
 };
 
 struct bl_process {

@@ -41,7 +41,8 @@ char *bl_sandbox_path(const char *state_root, const char *id, const char *file)
 bool bl_sandbox_id_valid(const char *id)
 {
 	size_t n = id ? strlen(id) : 0;
-	if (n == 0 || n > BL_SANDBOX_ID_MAX || !strcmp(id, ".") || !strcmp(id, ".."))
+	/* A leading dot is the state directory's own (".pool"; and ".", ".."). */
+	if (n == 0 || n > BL_SANDBOX_ID_MAX || id[0] == '.')
 		return false;
 	for (const char *c = id; *c; c++)
 		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||

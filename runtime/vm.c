@@ -298,10 +298,65 @@ static int empty_el(xmlTextWriterPtr w, const char *el, ...)
 	return end(w);
 }
 
+/*
+ * Under TCG the guest's TSC runs at the host's rate, but the guest cannot
+ * calibrate it (no PIT reference under TCG, no HPET on microvm), falls back
+ * to the jiffies clocksource and then ticks at HZ forever (~2-4 % of a host
+ * core per idle VM). Told the rate (tsc_early_khz), it keeps the TSC and
+ * stops its tick when idle. Measured once against CLOCK_MONOTONIC_RAW and
+ * cached in RUN_DIR/tsc-khz (the host's TSC rate does not change).
+ */
+static unsigned long measure_tsc_khz(void)
+{
+#if defined(__x86_64__)
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	uint64_t c0 = __builtin_ia32_rdtsc();
+	struct timespec ts = {0, 20 * 1000000};
+	nanosleep(&ts, NULL);
+	uint64_t c1 = __builtin_ia32_rdtsc();
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	int64_t ns = (b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec);
+	if (ns <= 0 || c1 <= c0)
+		return 0;
+	return (unsigned long)((double)(c1 - c0) * 1e6 / (double)ns + 0.5);
+#else
+	return 0;
+#endif
+}
+
+static unsigned long host_tsc_khz(void)
+{
+	static unsigned long khz;
+	_cleanup_free_ char *path = bl_asprintf("%s/tsc-khz", bl_vm_run_dir());
+	unsigned long v = __atomic_load_n(&khz, __ATOMIC_ACQUIRE);
+	if (v)
+		return v;
+	_cleanup_free_ char *buf = NULL;
+	if (bl_read_file(path, 32, &buf, NULL, NULL) == 0)
+		v = strtoul(buf, NULL, 10);
+	if (v < 100000 || v > 20000000) {
+		v = measure_tsc_khz();
+		if (v < 100000 || v > 20000000)
+			return 0;
+		char num[32];
+		int n = snprintf(num, sizeof(num), "%lu\n", v);
+		_cleanup_free_ char *tmp = bl_asprintf("%s.%d", path, (int)getpid());
+		if (bl_write_file(tmp, num, (size_t)n, 0644, NULL) < 0 || rename(tmp, path) < 0)
+			(void)unlink(tmp);
+	}
+	__atomic_store_n(&khz, v, __ATOMIC_RELEASE);
+	return v;
+}
+
 static int write_os(xmlTextWriterPtr w, const bl_vm_config *cfg)
 {
+	char clock[48] = "";
+	unsigned long khz = cfg->accel == BL_ACCEL_TCG ? host_tsc_khz() : 0;
+	if (khz)
+		snprintf(clock, sizeof(clock), " tsc_early_khz=%lu", khz);
 	_cleanup_free_ char *cmdline =
-	    bl_asprintf("%s%s%s", BASE_CMDLINE, cfg->cmdline_extra ? " " : "",
+	    bl_asprintf("%s%s%s%s", BASE_CMDLINE, clock, cfg->cmdline_extra ? " " : "",
 			cfg->cmdline_extra ? cfg->cmdline_extra : "");
 	W(start(w, "os"));
 	W(start(w, "type"));
@@ -318,13 +373,31 @@ fail:
 	return -1;
 }
 
+/* Free page reporting hands the pages the guest frees back to the host (a
+ * balloon that is never inflated); a virtio-mmio device on microvm, where
+ * libvirt's default (PCI) would fail "No PCI buses available". */
+static int write_balloon(xmlTextWriterPtr w)
+{
+	const char *e = getenv("BOXLITE_BALLOON");
+	if (e && !strcmp(e, "off"))
+		return empty_el(w, "memballoon", "model", "none", NULL);
+	W(start(w, "memballoon"));
+	W(attr(w, "model", "virtio"));
+	W(attr(w, "freePageReporting", "on"));
+	W(empty_el(w, "address", "type", "virtio-mmio", NULL));
+	W(end(w));
+	return 0;
+fail:
+	return -1;
+}
+
 static int write_devices(xmlTextWriterPtr w, const bl_vm_config *cfg)
 {
 	W(start(w, "devices"));
 	W(text_el(w, "emulator", QEMU_BINARY));
 	/* microvm has no PCI: without these libvirt fails "No PCI buses available". */
 	W(empty_el(w, "controller", "type", "usb", "model", "none", NULL));
-	W(empty_el(w, "memballoon", "model", "none", NULL));
+	W(write_balloon(w));
 	W(start(w, "controller"));
 	W(attr(w, "type", "virtio-serial"));
 	W(attr(w, "index", "0"));
@@ -393,6 +466,61 @@ fail:
 	return -1;
 }
 
+unsigned bl_vm_tb_cache_mib(unsigned memory_mib)
+{
+	const char *e = getenv("BOXLITE_TB_CACHE_MIB");
+	if (e && *e) {
+		unsigned long v = strtoul(e, NULL, 10);
+		return v <= 4096 ? (unsigned)v : 0;
+	}
+	/* QEMU's default is 1 GiB, filled (and kept resident) as the guest runs
+	 * new code: an eighth of the guest's RAM, 32-128 MiB, holds what a
+	 * small guest's programs translate to. */
+	unsigned v = memory_mib / 8;
+	return v < 32 ? 32 : v > 128 ? 128 : v;
+}
+
+/* TCG only: the translation cache's size. */
+static int write_features(xmlTextWriterPtr w, const bl_vm_config *cfg)
+{
+	unsigned tb = bl_vm_tb_cache_mib(cfg->memory_mib);
+	if (cfg->accel == BL_ACCEL_KVM || !tb)
+		return 0;
+	char num[16];
+	snprintf(num, sizeof(num), "%u", tb);
+	W(start(w, "features"));
+	W(start(w, "tcg"));
+	W(start(w, "tb-cache"));
+	W(attr(w, "unit", "MiB"));
+	W(xmlTextWriterWriteString(w, BAD_CAST num));
+	W(end(w));
+	W(end(w));
+	W(end(w));
+	return 0;
+fail:
+	return -1;
+}
+
+/* Host CPU per VM (its cgroup): a weight, and at most its vCPUs' worth of
+ * host CPU for the whole domain (vCPU and emulator threads together). */
+static int write_cputune(xmlTextWriterPtr w, const bl_vm_config *cfg)
+{
+	const char *e = getenv("BOXLITE_CPUTUNE");
+	if (e && !strcmp(e, "off"))
+		return 0;
+	char num[32];
+	W(start(w, "cputune"));
+	snprintf(num, sizeof(num), "%u", cfg->cpu_shares ? cfg->cpu_shares : BL_VM_SHARES_BOOT);
+	W(text_el(w, "shares", num));
+	W(text_el(w, "global_period", "100000"));
+	snprintf(num, sizeof(num), "%u", cfg->vcpus * 100000u);
+	W(text_el(w, "global_quota", num));
+	W(end(w));
+	return 0;
+fail:
+	return -1;
+}
+
 static int write_domain(xmlTextWriterPtr w, const bl_vm_config *cfg)
 {
 	char num[32];
@@ -413,7 +541,9 @@ static int write_domain(xmlTextWriterPtr w, const bl_vm_config *cfg)
 	W(empty_el(w, "source", "type", "memfd", NULL));
 	W(empty_el(w, "access", "mode", "shared", NULL));
 	W(end(w));
+	W(write_cputune(w, cfg));
 	W(write_os(w, cfg));
+	W(write_features(w, cfg));
 	if (cfg->accel == BL_ACCEL_KVM)
 		W(empty_el(w, "cpu", "mode", "host-passthrough", NULL));
 	/* The guest ends the VM by rebooting; every way out destroys it. */
@@ -1201,4 +1331,32 @@ bool bl_vm_is_suspended(bl_vm *vm)
 	int state = 0, reason = 0;
 	return vm && vm->dom && virDomainGetState(vm->dom, &state, &reason, 0) == 0 &&
 	       state == VIR_DOMAIN_PAUSED;
+}
+
+int bl_vm_set_shares(bl_vm *vm, unsigned shares, bl_error_t *err)
+{
+	if (!vm || !vm->dom)
+		return bl_set_error(err, BL_ESTATE, "the VM is not running");
+	const char *e = getenv("BOXLITE_CPUTUNE");
+	if (e && !strcmp(e, "off"))
+		return 0;
+	virTypedParameter p = {.type = VIR_TYPED_PARAM_ULLONG, .value.ul = shares};
+	snprintf(p.field, sizeof(p.field), "%s", VIR_DOMAIN_SCHEDULER_CPU_SHARES);
+	if (virDomainSetSchedulerParametersFlags(vm->dom, &p, 1, VIR_DOMAIN_AFFECT_LIVE) < 0)
+		return virt_error(err, "set CPU shares");
+	return 0;
+}
+
+void bl_vm_console_moved(bl_vm *vm, const char *path)
+{
+	if (!vm || vm->console_wd < 0)
+		return;
+	pthread_mutex_lock(&console_lock);
+	for (struct console_watch *c = console_list; c; c = c->next) {
+		if (c->wd == vm->console_wd) {
+			free(c->path);
+			c->path = bl_strdup(path);
+		}
+	}
+	pthread_mutex_unlock(&console_lock);
 }

@@ -56,7 +56,20 @@ typedef struct bl_vm_config {
 				       * picks one of a range for embedded VMs) */
 	const char *const *qemu_args; /* NULL-terminated, appended to QEMU's command line
 				       * (the network device: runtime/net.c) */
+	/* Host CPU weight of the whole VM (cgroup cpu.shares); 0: the default
+	 * (BL_VM_SHARES_BOOT while booting; bl_vm_set_shares lowers it). */
+	unsigned cpu_shares;
 } bl_vm_config;
+
+/* Host CPU weights: a booting VM outweighs running ones, a pool's spare
+ * VMs boot behind both. */
+#define BL_VM_SHARES_BOOT 8192
+#define BL_VM_SHARES_RUN  1024
+#define BL_VM_SHARES_POOL 128
+
+/* TCG translation cache for a guest of memory_mib ($BOXLITE_TB_CACHE_MIB
+ * overrides; 0 means QEMU's default). */
+unsigned bl_vm_tb_cache_mib(unsigned memory_mib);
 
 /* Builds the domain XML with an escaping writer; *ret_xml is malloc'd. */
 int bl_vm_domain_xml(const bl_vm_config *cfg, char **ret_xml, bl_error_t *err);
@@ -98,6 +111,10 @@ int bl_vm_wait_gone(bl_vm *vm, int timeout_ms, bl_error_t *err);
 /* Stops (suspend) or continues the guest's vCPUs. */
 int bl_vm_suspend(bl_vm *vm, bool suspend, bl_error_t *err);
 bool bl_vm_is_suspended(bl_vm *vm);
+/* Sets the VM's host CPU weight (cgroup cpu.shares); best effort. */
+int bl_vm_set_shares(bl_vm *vm, unsigned shares, bl_error_t *err);
+/* The console log was renamed to path (its directory moved). */
+void bl_vm_console_moved(bl_vm *vm, const char *path);
 /* QEMU's pid on the host, or 0 when unknown. */
 pid_t bl_vm_qemu_pid(bl_vm *vm);
 /* Destroys the domain if it still exists (kills QEMU; libvirt stops

@@ -30,6 +30,9 @@ int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_ping(int argc, char **argv);
 int cmd_mcp(int argc, char **argv);
+/* pool.c */
+int cmd_pool(int argc, char **argv);
+int cmd_pool_daemon(int argc, char **argv);
 /* images.c */
 int cmd_pull(int argc, char **argv);
 int cmd_images(int argc, char **argv);

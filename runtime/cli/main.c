@@ -25,6 +25,7 @@ static const char usage[] =
     "  info                              accelerator choice, versions, paths\n"
     "  check                             boot a probe VM: a host self-test\n"
     "  mcp [OPTIONS]                     serve the Model Context Protocol on stdio (AI agents)\n"
+    "  pool start|status|stop            a warm pool of booted VMs (see pool --help)\n"
     "  pull [-q] REF                     pull an image from its registry (docker-style REF)\n"
     "  images                            list images: name, digest, size, created, in use\n"
     "  rmi [-f] REF...                   remove images (refused while a sandbox uses one)\n"
@@ -105,6 +106,8 @@ static const struct {
     {"mcp", cmd_mcp},
     {"__monitor", cmd_monitor},
     {"__ping", cmd_ping},
+    {"pool", cmd_pool},
+    {"__pool", cmd_pool_daemon},
     /* images.c */
     {"pull", cmd_pull},
     {"images", cmd_images},

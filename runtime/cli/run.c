@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -177,6 +181,116 @@ static void set_raw_tty(void)
 		sigs.raw = true;
 }
 
+/* ------------------------------------------------------------ release */
+
+/*
+ * `run` reports the exit status as soon as it is known and releases the
+ * sandbox after: the process the caller started (the front) forks a worker
+ * that does all the work, exits with the status the worker sends, and the
+ * worker goes on destroying the VM with its stdio on /dev/null (kept with
+ * -v, for the timings). Signals sent to the front go to the worker.
+ * BOXLITE_RELEASE=sync keeps everything in one process.
+ */
+static int status_fd = -1;
+
+static int front_main(pid_t worker, int rfd, const sigset_t *set)
+{
+	_cleanup_close_ int sfd = signalfd(-1, set, SFD_CLOEXEC);
+	for (;;) {
+		struct pollfd p[2] = {{.fd = rfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		if (poll(p, sfd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (sfd >= 0 && p[1].revents) {
+			struct signalfd_siginfo si;
+			/* The terminal's signals reach the worker by themselves. */
+			if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+			    si.ssi_code != SI_KERNEL)
+				(void)kill(worker, (int)si.ssi_signo);
+			continue;
+		}
+		char buf[16];
+		ssize_t n = read(rfd, buf, sizeof(buf) - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0) {
+			buf[n] = '\0';
+			return atoi(buf);
+		}
+		break;
+	}
+	int st = 0;
+	while (waitpid(worker, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 125;
+}
+
+/* In the front: returns its exit code (>= 0); in the worker (or without a
+ * worker): -1. */
+static int split_front(void)
+{
+	const char *e = getenv("BOXLITE_RELEASE");
+	if (e && !strcmp(e, "sync"))
+		return -1;
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return -1;
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	pid_t front = getpid();
+	pid_t w = fork();
+	if (w < 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		close(pfd[0]);
+		close(pfd[1]);
+		return -1;
+	}
+	if (w == 0) {
+		close(pfd[0]);
+		status_fd = pfd[1];
+		/* A front killed before the status ends the run (SIGTERM: the
+		 * sandbox is released). */
+		(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != front)
+			(void)raise(SIGTERM);
+		/* Not inherited: the worker reaps what libvirt daemonizes. */
+		(void)bl_host_prepare();
+		return -1;
+	}
+	close(pfd[1]);
+	int rc = front_main(w, pfd[0], &set);
+	close(pfd[0]);
+	return rc;
+}
+
+/* The status is known: the front exits with it now. */
+static void report_status(int rc, bool verbose)
+{
+	if (status_fd < 0)
+		return;
+	(void)prctl(PR_SET_PDEATHSIG, 0);
+	char buf[16];
+	int n = snprintf(buf, sizeof(buf), "%d\n", rc);
+	(void)!write(status_fd, buf, (size_t)n);
+	close(status_fd);
+	status_fd = -1;
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0)
+		return;
+	(void)fflush(stdout);
+	(void)dup2(devnull, 0);
+	(void)dup2(devnull, 1);
+	if (!verbose)
+		(void)dup2(devnull, 2);
+	close(devnull);
+}
+
 /* ------------------------------------------------------------ run */
 
 /* Maps a failed StartProcess to 126/127 like a shell, else 125. */
@@ -281,6 +395,12 @@ int cmd_run(int argc, char **argv)
 		return 0;
 	}
 	cli_log_setup(c.verbose);
+	bool verbose = c.verbose || (getenv("BOXLITE_LOG") && *getenv("BOXLITE_LOG"));
+	int front = split_front();
+	if (front >= 0) {
+		bl_cli_opts_clear(&c);
+		return front;
+	}
 	_cleanup_free_ char *code = NULL;
 	if (c.python && !strcmp(c.python, "-")) {
 		if (read_all_stdin(&code, &err) < 0) {
@@ -325,6 +445,8 @@ int cmd_run(int argc, char **argv)
 	pthread_mutex_unlock(&sigs.lock);
 	bl_process_free(p);
 	report_refused(sb, &c.o);
+	int s0 = signal_exit();
+	report_status(s0 ? s0 : rc, verbose);
 	uint64_t t2 = bl_now_monotonic_ns();
 	bl_sandbox_destroy(sb);
 	bl_info("sandbox released in %.0f ms", (double)(bl_now_monotonic_ns() - t2) / 1e6);

@@ -19,6 +19,7 @@ static void test_ids(void)
 	CU_ASSERT(!bl_sandbox_id_valid(""));
 	CU_ASSERT(!bl_sandbox_id_valid("."));
 	CU_ASSERT(!bl_sandbox_id_valid(".."));
+	CU_ASSERT(!bl_sandbox_id_valid(".pool"));
 	CU_ASSERT(!bl_sandbox_id_valid("a/b"));
 	CU_ASSERT(!bl_sandbox_id_valid("a b"));
 	CU_ASSERT(!bl_sandbox_id_valid("123456789012345678901234567890123")); /* 33 */

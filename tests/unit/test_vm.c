@@ -62,7 +62,14 @@ static void test_xml_recipe(void)
 	    {"string(/domain/memoryBacking/access/@mode)", "shared"},
 	    {"string(/domain/on_reboot)", "destroy"},
 	    {"string(/domain/devices/controller[@type='usb']/@model)", "none"},
-	    {"string(/domain/devices/memballoon/@model)", "none"},
+	    {"string(/domain/devices/memballoon/@model)", "virtio"},
+	    {"string(/domain/devices/memballoon/@freePageReporting)", "on"},
+	    {"string(/domain/devices/memballoon/address/@type)", "virtio-mmio"},
+	    {"string(/domain/features/tcg/tb-cache)", "32"},
+	    {"string(/domain/features/tcg/tb-cache/@unit)", "MiB"},
+	    {"string(/domain/cputune/shares)", "8192"},
+	    {"string(/domain/cputune/global_period)", "100000"},
+	    {"string(/domain/cputune/global_quota)", "200000"}, /* 2 vCPUs */
 	    {"string(/domain/devices/channel/target/@name)", "org.boxlite.agent"},
 	    {"string(/domain/devices/channel/source/@path)", "/s/agent.sock"},
 	    {"string(/domain/devices/filesystem/target/@dir)", "rootfs"},
@@ -111,6 +118,8 @@ static void test_xml_kvm_and_disk(void)
 	CU_ASSERT_EQUAL_FATAL(bl_vm_domain_xml(&cfg, &xml, NULL), 0);
 	_cleanup_free_ char *type = xpath_string(xml, "string(/domain/@type)");
 	CU_ASSERT_STRING_EQUAL(type, "kvm");
+	_cleanup_free_ char *tcg = xpath_string(xml, "count(/domain/features/tcg)");
+	CU_ASSERT_STRING_EQUAL(tcg, "0"); /* no translation cache under KVM */
 	_cleanup_free_ char *disk = xpath_string(xml, "string(/domain/devices/disk/source/@file)");
 	CU_ASSERT_STRING_EQUAL(disk, "/s/disk.img");
 	_cleanup_free_ char *cache =
