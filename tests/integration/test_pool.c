@@ -222,6 +222,8 @@ static void test_pool(void)
 	CU_ASSERT_EQUAL(status, 0);
 	CU_ASSERT_STRING_EQUAL(out_b, "beta");
 
+	bl_sandbox_destroy(b);
+
 	/* Another shape: a VM of its own, the pool untouched. */
 	CU_ASSERT_FATAL(wait_ready(1, 2));
 	bl_sandbox *c = make_sandbox(root_a, 192);
@@ -232,7 +234,6 @@ static void test_pool(void)
 	_cleanup_free_ char *out_c = sh(c, "cat /marker", &status);
 	CU_ASSERT_STRING_EQUAL(out_c, "alpha");
 	bl_sandbox_destroy(c);
-	bl_sandbox_destroy(b);
 
 	/* A spare killed while waiting is replaced. */
 	CU_ASSERT_FATAL(wait_ready(1, 2));
