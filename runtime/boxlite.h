@@ -403,7 +403,9 @@ int bl_codebox_create(bl_sandbox *sb, const bl_codebox_options *o, bl_codebox **
  * protocol (killed); a dead interpreter is restarted by the next run. */
 int bl_codebox_run(bl_codebox *cb, const char *code, int timeout_ms, bl_codebox_result *res,
 		   bl_error_t *err);
-/* Interrupts the running run, if any (thread-safe; not async-signal-safe). */
+/* Interrupts the running run, if any, also one still waiting for its
+ * interpreter to start (then its code never runs: BL_ECANCELED). Thread-safe;
+ * not async-signal-safe. */
 void bl_codebox_interrupt(bl_codebox *cb);
 /* A fresh interpreter: the state of earlier runs is gone. */
 int bl_codebox_restart(bl_codebox *cb, bl_error_t *err);

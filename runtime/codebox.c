@@ -62,6 +62,7 @@ struct bl_codebox {
 	uint64_t active; /* its id, 0: none */
 	bl_codebox_result *res;
 	bool done, interrupted;
+	bool starting, pending_interrupt; /* a run waits for its interpreter */
 	cbx_result r;
 	bool leaked; /* reader threads of a hung interpreter still use it */
 };
@@ -441,6 +442,8 @@ static int run_locked(bl_codebox *cb, const char *code, int timeout_ms, bl_codeb
 		      bl_error_t *err)
 {
 	pthread_mutex_lock(&cb->mu);
+	cb->starting = true;
+	cb->pending_interrupt = false;
 	struct interp *it = cb->it;
 	bool dead = it && (it->eof || it->broken);
 	pthread_mutex_unlock(&cb->mu);
@@ -462,11 +465,19 @@ static int run_locked(bl_codebox *cb, const char *code, int timeout_ms, bl_codeb
 		return r;
 	uint64_t t0 = bl_now_monotonic_ns();
 	pthread_mutex_lock(&cb->mu);
-	cb->active = rid;
-	cb->res = res;
+	bool early = cb->pending_interrupt;
+	cb->starting = false;
+	cb->active = early ? 0 : rid;
+	cb->res = early ? NULL : res;
 	cb->done = false;
 	cb->interrupted = false;
 	pthread_mutex_unlock(&cb->mu);
+	if (early) {
+		/* Interrupted while the interpreter started: the code never ran. */
+		res->exit_code = 128 + SIGINT;
+		res->timed_out = true;
+		return bl_set_error(err, BL_ECANCELED, "run interrupted before it started");
+	}
 
 	r = bl_process_write(it->p, frame, frame_len, err);
 	enum run_end end = END_BROKEN;
@@ -543,6 +554,10 @@ int bl_codebox_run(bl_codebox *cb, const char *code, int timeout_ms, bl_codebox_
 				    BL_CODEBOX_MAX_CODE >> 20);
 	pthread_mutex_lock(&cb->run_mu);
 	int r = run_locked(cb, code, timeout_ms, res, err);
+	pthread_mutex_lock(&cb->mu);
+	cb->starting = false;
+	cb->pending_interrupt = false;
+	pthread_mutex_unlock(&cb->mu);
 	pthread_mutex_unlock(&cb->run_mu);
 	if (!res->stdout_data)
 		res->stdout_data = bl_strdup("");
@@ -559,6 +574,8 @@ void bl_codebox_interrupt(bl_codebox *cb)
 	if (cb->active) {
 		cb->interrupted = true;
 		pthread_cond_broadcast(&cb->cond);
+	} else if (cb->starting) {
+		cb->pending_interrupt = true;
 	}
 	pthread_mutex_unlock(&cb->mu);
 }
