@@ -48,7 +48,8 @@ static const char mcp_help[] =
     "\n"
     "  --config FILE       JSON settings: {\"image\", \"memory\", \"cpus\", \"disk\", \"pids\",\n"
     "                      \"lifetime\", \"timeout\", \"max_timeout\", \"network\",\n"
-    "                      \"max_output\", \"max_file\", \"max_message\", \"env\": [\"K=V\"]}\n"
+    "                      \"max_output\", \"max_file\", \"max_message\", \"env\": [\"K=V\"],\n"
+    "                      \"allow\": [RULE], \"deny\": [RULE]}\n"
     "                      (flags given after it win)\n"
     "  --image REF         the sandbox's image (default: \"default\", Debian + python3)\n"
     "  --memory MiB        guest RAM (default 512)\n"
@@ -58,7 +59,10 @@ static const char mcp_help[] =
     "  --lifetime SEC      destroy the sandbox SEC s after it started (default: never)\n"
     "  --timeout SEC       a tool call's default timeout (default 60)\n"
     "  --max-timeout SEC   the longest timeout a call may ask for (default 600)\n"
-    "  --network           give the sandbox a network (when supported)\n"
+    "  --network           give the sandbox a network (nothing reachable unless allowed)\n"
+    "  --allow RULE        reachable: HOST[:PORT], A.B.C.D[/N][:PORT], host:PORT, * (implies\n"
+    "                      --network; repeatable)\n"
+    "  --deny RULE         refused even when allowed (repeatable)\n"
     "  --max-output BYTES  output kept per stream of a run (default 1 MiB)\n"
     "  --max-file BYTES    write_file/read_file content (default 8 MiB)\n"
     "  --max-message BYTES one JSON-RPC message (default 16 MiB)\n"
@@ -140,6 +144,8 @@ static int sandbox_create(mcp_server *srv, bl_sandbox **ret, bl_error_t *err)
 	    .timeout_sec = c->lifetime_sec,
 	    .env = (const char *const *)c->env,
 	    .network = c->network,
+	    .net_allow = (const char *const *)c->allow,
+	    .net_deny = (const char *const *)c->deny,
 	    .owner = "mcp",
 	    .on_handle = on_handle,
 	    .on_handle_user = srv,
@@ -737,16 +743,40 @@ static int size_opt(const char *what, const char *s, size_t min, size_t max, siz
 	return 0;
 }
 
-static void env_add(mcp_config *c, const char *kv)
+static void strv_add(char ***v, const char *s)
 {
 	size_t n = 0;
-	while (c->env && c->env[n])
+	while (*v && (*v)[n])
 		n++;
-	c->env = realloc(c->env, (n + 2) * sizeof(char *));
-	if (!c->env)
+	*v = realloc(*v, (n + 2) * sizeof(char *));
+	if (!*v)
 		abort();
-	c->env[n] = bl_strdup(kv);
-	c->env[n + 1] = NULL;
+	(*v)[n] = bl_strdup(s);
+	(*v)[n + 1] = NULL;
+}
+
+static void env_add(mcp_config *c, const char *kv)
+{
+	strv_add(&c->env, kv);
+}
+
+/* A config member that is a list of strings, appended to *v. */
+static int json_strv(struct json_object *o, const char *key, char ***v, bl_error_t *err)
+{
+	struct json_object *a = NULL;
+	if (!json_object_object_get_ex(o, key, &a))
+		return 0;
+	if (!json_object_is_type(a, json_type_array))
+		return bl_set_error(err, BL_EINVAL, "config: \"%s\" must be a list of strings",
+				    key);
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		struct json_object *e = json_object_array_get_idx(a, i);
+		if (!json_object_is_type(e, json_type_string))
+			return bl_set_error(err, BL_EINVAL,
+					    "config: \"%s\" must be a list of strings", key);
+		strv_add(v, json_object_get_string(e));
+	}
+	return 0;
 }
 
 static int json_uint(struct json_object *o, const char *key, unsigned min, unsigned max,
@@ -792,7 +822,7 @@ static int load_config(mcp_config *c, const char *path, char **image_buf, bl_err
 	static const char *const known[] = {"image",   "memory",     "cpus",	 "disk",
 					    "pids",    "lifetime",   "timeout",	 "max_timeout",
 					    "network", "max_output", "max_file", "max_message",
-					    "env",     NULL};
+					    "env",     "allow",	     "deny",	 NULL};
 	json_object_object_foreach(o, key, val)
 	{
 		(void)val;
@@ -831,6 +861,11 @@ static int load_config(mcp_config *c, const char *path, char **image_buf, bl_err
 		}
 	}
 	int r;
+	if ((r = json_strv(o, "allow", &c->allow, err)) < 0 ||
+	    (r = json_strv(o, "deny", &c->deny, err)) < 0)
+		return r;
+	if (c->allow || c->deny)
+		c->network = true;
 	if ((r = json_uint(o, "memory", 64, 1 << 20, &c->memory_mib, err)) < 0 ||
 	    (r = json_uint(o, "cpus", 1, 64, &c->cpus, err)) < 0 ||
 	    (r = json_uint(o, "disk", 1, 1 << 20, &c->disk_mib, err)) < 0 ||
@@ -847,10 +882,12 @@ static int load_config(mcp_config *c, const char *path, char **image_buf, bl_err
 
 static bool value_opt(const char *a)
 {
-	static const char *const opts[] = {
-	    "--config",	  "--image",	   "--memory",	"--cpus",	 "--disk",
-	    "--pids",	  "--lifetime",	   "--timeout", "--max-timeout", "--max-output",
-	    "--max-file", "--max-message", "-e",	"--env",	 NULL};
+	static const char *const opts[] = {"--config",	   "--image",	 "--memory",
+					   "--cpus",	   "--disk",	 "--pids",
+					   "--lifetime",   "--timeout",	 "--max-timeout",
+					   "--max-output", "--max-file", "--max-message",
+					   "--allow",	   "--deny",	 "-e",
+					   "--env",	   NULL};
 	for (size_t i = 0; opts[i]; i++)
 		if (!strcmp(a, opts[i]))
 			return true;
@@ -904,6 +941,12 @@ static int parse_args(int argc, char **argv, mcp_config *c, char **image_buf, bo
 			r = size_opt(a, v, 1, 1u << 30, &c->max_file, err);
 		} else if (!strcmp(a, "--max-message")) {
 			r = size_opt(a, v, 4096, SIZE_MAX_MESSAGE, &c->max_message, err);
+		} else if (!strcmp(a, "--allow")) {
+			strv_add(&c->allow, v);
+			c->network = true;
+		} else if (!strcmp(a, "--deny")) {
+			strv_add(&c->deny, v);
+			c->network = true;
 		} else if (!strcmp(a, "-e") || !strcmp(a, "--env")) {
 			if (strchr(v, '=')) {
 				env_add(c, v);
@@ -950,11 +993,15 @@ int cmd_mcp(int argc, char **argv)
 	int rc = 0;
 	if (parse_args(argc, argv, &srv.cfg, &image_buf, &verbose, &help, &err) < 0) {
 		bl_strv_free(srv.cfg.env);
+		bl_strv_free(srv.cfg.allow);
+		bl_strv_free(srv.cfg.deny);
 		return cli_fail(&err);
 	}
 	if (help) {
 		fputs(mcp_help, stdout);
 		bl_strv_free(srv.cfg.env);
+		bl_strv_free(srv.cfg.allow);
+		bl_strv_free(srv.cfg.deny);
 		return 0;
 	}
 	cli_log_setup(verbose);
@@ -987,6 +1034,8 @@ int cmd_mcp(int argc, char **argv)
 	pthread_mutex_unlock(&srv.out_mu);
 	shutdown_all(&srv, sig_fd, !sig && !gone);
 	bl_strv_free(srv.cfg.env);
+	bl_strv_free(srv.cfg.allow);
+	bl_strv_free(srv.cfg.deny);
 	close(sig_fd);
 	close(srv.wake_fd);
 	close(srv.out_fd);

@@ -25,10 +25,11 @@ typedef struct mcp_config {
 	unsigned timeout_sec;	  /* a tool call's default timeout */
 	unsigned max_timeout_sec; /* the most a call may ask for */
 	bool network;
-	size_t max_message; /* bytes of one JSON-RPC line */
-	size_t max_output;  /* bytes kept per stream of a run */
-	size_t max_file;    /* bytes of write_file / read_file content */
-	char **env;	    /* "K=V" for every process (owned) */
+	size_t max_message;   /* bytes of one JSON-RPC line */
+	size_t max_output;    /* bytes kept per stream of a run */
+	size_t max_file;      /* bytes of write_file / read_file content */
+	char **env;	      /* "K=V" for every process (owned) */
+	char **allow, **deny; /* network policy rules (owned; imply network) */
 } mcp_config;
 
 typedef struct mcp_server mcp_server;

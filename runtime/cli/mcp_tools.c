@@ -41,7 +41,8 @@ static const struct tool tools[] = {
      "\"required\":[\"code\"],\"additionalProperties\":false}",
      false, false, true},
     {"run_command", "Run a command",
-     "Run a program in the sandbox (Debian Linux, no network): a shell command line "
+     "Run a program in the sandbox (Debian Linux; no network unless the server allows "
+     "it): a shell command line "
      "(run with sh -c) or an argv array. Returns stdout, stderr and the exit code.",
      "{\"type\":\"object\",\"properties\":{"
      "\"command\":{\"oneOf\":[{\"type\":\"string\",\"minLength\":1},"

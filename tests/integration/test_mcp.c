@@ -285,7 +285,11 @@ static void test_bad_flags(void)
 	_cleanup_free_ char *conf = bl_asprintf("%s/bad.json", dir);
 	const char *json = "{\"memory\": 256, \"colour\": \"blue\"}";
 	CU_ASSERT_EQUAL_FATAL(bl_write_file(conf, json, strlen(json), 0600, NULL), 0);
-	const char *const bad[][3] = {{"--memory", "abc", NULL},
+	_cleanup_free_ char *conf2 = bl_asprintf("%s/bad2.json", dir);
+	const char *json2 = "{\"allow\": \"example.com\"}";
+	CU_ASSERT_EQUAL_FATAL(bl_write_file(conf2, json2, strlen(json2), 0600, NULL), 0);
+	const char *const bad[][3] = {{"--config", conf2, NULL},
+				      {"--memory", "abc", NULL},
 				      {"--frobnicate", NULL, NULL},
 				      {"--config", "/nonexistent", NULL},
 				      {"--config", conf, NULL}};
