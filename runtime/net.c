@@ -701,7 +701,6 @@ int bl_net_start(bl_net *n, unsigned uid, bl_error_t *err)
 	int r = dns_start(n, err);
 	if (r < 0)
 		return r;
-	bl_net_gc();
 	_cleanup_free_ char *script = nft_script(n);
 	bl_debug("net: nft script:\n%s", script);
 	const char *const args[] = {"-f", "-", NULL};
@@ -838,6 +837,8 @@ void bl_net_free(bl_net *n)
 		bl_error_t e = BL_ERROR_INIT;
 		if (run_nft(args, NULL, NULL, &e) < 0 && !strstr(e.msg, "No such file"))
 			bl_warn("net: %s", e.msg);
+		/* Off the start path: what dead owners of other uids left. */
+		bl_net_gc();
 	}
 	if (n->dns_running) {
 		uint64_t one = 1;

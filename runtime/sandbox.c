@@ -528,9 +528,11 @@ static int boot_vm(bl_sandbox *sb, const bl_sandbox_options *o, bl_error_t *err)
 		    getenv("BOXLITE_QEMU_UIDS") && !strcmp(getenv("BOXLITE_QEMU_UIDS"), "off")
 			? 0
 			: bl_vm_uid_take();
+		uint64_t tn = bl_now_monotonic_ns();
 		r = bl_net_start(sb->net, sb->net_uid, err);
 		if (r < 0)
 			return bl_error_prefix(err, "network");
+		bl_info("sandbox %s: network set up in %.1f ms", sb->id, ms_since(tn));
 		cfg.qemu_uid = sb->net_uid;
 		cfg.qemu_args = bl_net_qemu_args(sb->net);
 		cfg.cmdline_extra = bl_net_cmdline(sb->net);
