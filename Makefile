@@ -82,7 +82,8 @@ help:
 	@echo "make                    build libraries, CLI, agent, initramfs, guest kernel, tests"
 	@echo "make check              unit tests, unit tests under ASan+UBSan, integration tests (root)"
 	@echo "make check-unit         unit tests only (no VM, no root)"
-	@echo "make install            install under DESTDIR/PREFIX"
+	@echo "make install            install under DESTDIR/PREFIX (LIBDIR, MANDIR, ... as in packaging/dist.mk)"
+	@echo "make deb                the Debian packages (packaging/debian) into build/deb/"
 	@echo "make format|format-check  clang-format the sources / check they are"
 	@echo "make fuzz               build and run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make soak               the long hostile soak: 50 sandboxes x 20 cycles (outside CI)"
@@ -147,7 +148,8 @@ $(BUILD)/libboxlite.a: $(RUNTIME_OBJ)
 LINK_LIBS := $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a
 
 # libboxlite.so (the Python SDK loads it with ctypes): the same objects,
-# position-independent; only the public API (runtime/libboxlite.map) exported.
+# position-independent; soname libboxlite.so.0, only the public API exported,
+# versioned BOXLITE_0 (runtime/libboxlite.map).
 $(RUNTIME_OBJ) $(COMMON_OBJ): CFLAGS += -fPIC
 $(BUILD)/libboxlite.so: $(RUNTIME_OBJ) $(COMMON_OBJ) runtime/libboxlite.map
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,libboxlite.so.0 -Wl,--version-script=runtime/libboxlite.map \
@@ -155,13 +157,13 @@ $(BUILD)/libboxlite.so: $(RUNTIME_OBJ) $(COMMON_OBJ) runtime/libboxlite.map
 
 # ---------------------------------------------------------------- programs
 $(BUILD)/boxlite: $(call obj,$(CLI_SRC)) $(LINK_LIBS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # `boxlite serve` builds its page and API document in (.incbin).
 $(BUILD)/obj/runtime/cli/serve_assets.o: runtime/cli/playground.html runtime/cli/openapi.yaml
 
 $(BUILD)/containerd-shim-boxlite-v2: $(call obj,$(SHIM_SRC)) $(LINK_LIBS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # The agent is PID 1 of the guest: static, no libvirt, no NSS.
 # libblagent.a: the agent minus main(), also linked by tests/unit/test_agent_*.
@@ -305,18 +307,11 @@ format:
 format-check:
 	clang-format --dry-run -Werror $(SOURCES)
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/boxlite $(DESTDIR)$(PREFIX)/include
-	install -m 0755 $(filter-out %.cpio %vmlinux %boxlite-agent %.so,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(BUILD)/initramfs.cpio $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/boxlite/
-	install -m 0644 $(BUILD)/libboxlite.a $(BUILD)/libblcommon.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 runtime/boxlite.h runtime/boxlite_image.h common/bl_error.h \
-	  $(DESTDIR)$(PREFIX)/include/
-	install -m 0755 $(BUILD)/libboxlite.so $(DESTDIR)$(PREFIX)/lib/libboxlite.so.0
-	ln -sfn libboxlite.so.0 $(DESTDIR)$(PREFIX)/lib/libboxlite.so
-
 clean:
 	rm -rf $(BUILD)
+
+# install, man pages, completion, boxlite.pc, the static archive, make deb.
+include packaging/dist.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

@@ -12,7 +12,7 @@
  * long-lived sandbox) is reached with bl_sandbox_attach(); the same process
  * functions then work through the owner's api.sock.
  *
- * Errors follow bl_error.h: BL_EINVAL (bad option), BL_ETIMEOUT (the
+ * Errors follow boxlite_error.h: BL_EINVAL (bad option), BL_ETIMEOUT (the
  * sandbox's deadline passed; its VM is destroyed), BL_EOOM, BL_ENOTFOUND
  * (image, sandbox, command), BL_EBACKEND (libvirt, QEMU), BL_EAGENTLOST (the
  * guest agent went away), BL_EPROTO (a malformed agent reply), BL_ECANCELED
@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "bl_error.h"
+#include "boxlite_error.h"
 #include "boxlite_image.h"
 
 #define BOXLITE_VERSION "0.1.0"

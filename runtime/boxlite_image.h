@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bl_error.h"
+#include "boxlite_error.h"
 
 typedef enum bl_pull_event {
 	BL_PULL_RESOLVED,    /* manifest resolved: n_layers, total known */

@@ -52,6 +52,9 @@ static char **strv_copy(const char *const *v)
 
 /* ------------------------------------------------------------ paths */
 
+/* NAME beside the program (a build tree), else in the program's own prefix
+ * (PREFIX/bin/boxlite -> PREFIX/lib/boxlite/NAME), so a packaged /usr/bin
+ * never picks up a /usr/local install's guest. */
 static char *exe_sibling(const char *name)
 {
 	char exe[4096];
@@ -59,11 +62,13 @@ static char *exe_sibling(const char *name)
 	if (n <= 0)
 		return NULL;
 	exe[n] = '\0';
-	char *p = bl_asprintf("%s/%s", dirname(exe), name);
+	const char *dir = dirname(exe);
+	char *p = bl_asprintf("%s/%s", dir, name);
 	if (access(p, R_OK) == 0)
 		return p;
 	free(p);
-	return NULL;
+	_cleanup_free_ char *up = bl_asprintf("%s/../lib/boxlite/%s", dir, name);
+	return access(up, R_OK) == 0 ? realpath(up, NULL) : NULL;
 }
 
 static char *default_guest_file(const char *env, const char *name)

@@ -29,6 +29,33 @@ static void usage_error(const char *what, const char *arg)
 	exit(2);
 }
 
+static const char shim_usage[] =
+    "usage: " SHIM_NAME " [FLAGS] [start|delete]\n"
+    "\n"
+    "The containerd runtime v2 shim of boxlite (runtime io.containerd.boxlite.v2):\n"
+    "containerd runs it to run a container, or a Kubernetes pod, in a boxlite\n"
+    "micro-VM. It is not meant to be run by hand.\n"
+    "\n"
+    "Actions:\n"
+    "  start            start (or find) the shim server of the task's group, print its address\n"
+    "  delete           clean up after a shim that died: kill its VM, unmount the rootfs\n"
+    "  (none)           serve the task API on the listener passed as fd 3\n"
+    "\n"
+    "Flags (as containerd passes them; -flag value, -flag=value or --flag):\n"
+    "  -namespace NS    containerd namespace (default: $NAMESPACE)\n"
+    "  -address ADDR    containerd's ttrpc address (events are published to it)\n"
+    "  -publish-binary PATH  containerd binary (accepted; events go over ttrpc)\n"
+    "  -id ID           the task (container) id\n"
+    "  -bundle DIR      the OCI bundle (default: the working directory)\n"
+    "  -socket PATH     accepted (the socket is /run/containerd/s/<hash>, as for runc's shim)\n"
+    "  -debug           debug logging to the bundle's log\n"
+    "  -v               print the version and exit\n"
+    "  -info            not implemented\n"
+    "  -h, -help        print this help and exit\n"
+    "\n"
+    "The guest kernel and initramfs come from $BOXLITE_KERNEL / $BOXLITE_INITRD or\n"
+    "PREFIX/lib/boxlite beside the shim's own PREFIX/bin.\n";
+
 /* Go's flag package: -x v, -x=v, --x; bools take no separate value. */
 static void parse_flags(int argc, char **argv, shim_flags *f)
 {
@@ -71,6 +98,10 @@ static void parse_flags(int argc, char **argv, shim_flags *f)
 		name[nl] = '\0';
 		if (eq)
 			val = eq + 1;
+		if (!strcmp(name, "h") || !strcmp(name, "help")) {
+			fputs(shim_usage, stdout);
+			exit(0);
+		}
 		bool done = false;
 		for (size_t k = 0; k < BL_ARRAY_SIZE(bools) && !done; k++) {
 			if (strcmp(name, bools[k].name))

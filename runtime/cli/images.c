@@ -327,9 +327,11 @@ static char *read_password(bool prompt)
 int cmd_login(int argc, char **argv)
 {
 	const char *user = NULL, *host = NULL;
-	bool from_stdin = false;
+	bool from_stdin = false, help = false;
 	for (int i = 1; i < argc; i++) {
-		if ((!strcmp(argv[i], "-u") || !strcmp(argv[i], "--username")) && i + 1 < argc)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			help = true, host = NULL, i = argc;
+		else if ((!strcmp(argv[i], "-u") || !strcmp(argv[i], "--username")) && i + 1 < argc)
 			user = argv[++i];
 		else if (!strcmp(argv[i], "--password-stdin"))
 			from_stdin = true;
@@ -341,9 +343,11 @@ int cmd_login(int argc, char **argv)
 	if (!host || !user) {
 		fputs("usage: boxlite login -u USER [--password-stdin] REGISTRY\n"
 		      "Checks the credentials with the registry, then stores them (0600) in\n"
-		      "~/.config/boxlite/auth.json ($BOXLITE_AUTH_FILE) for pulls.\n",
-		      stderr);
-		return BL_EXIT_FAILURE;
+		      "~/.config/boxlite/auth.json ($BOXLITE_AUTH_FILE) for pulls.\n"
+		      "  -u, --username USER  the account\n"
+		      "  --password-stdin     read the password from stdin (no prompt)\n",
+		      help ? stdout : stderr);
+		return help ? 0 : BL_EXIT_FAILURE;
 	}
 	char *pass = read_password(!from_stdin);
 	if (!pass) {
@@ -363,8 +367,11 @@ int cmd_login(int argc, char **argv)
 int cmd_logout(int argc, char **argv)
 {
 	if (argc != 2 || argv[1][0] == '-') {
-		fputs("usage: boxlite logout REGISTRY\n", stderr);
-		return BL_EXIT_FAILURE;
+		bool help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+		fputs("usage: boxlite logout REGISTRY\n"
+		      "Forgets the credentials stored for REGISTRY by boxlite login.\n",
+		      help ? stdout : stderr);
+		return help ? 0 : BL_EXIT_FAILURE;
 	}
 	bl_error_t err = BL_ERROR_INIT;
 	if (bl_registry_logout(argv[1], &err) < 0)

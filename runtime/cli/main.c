@@ -33,7 +33,8 @@ static const char usage[] =
     "  login -u USER REGISTRY, logout    registry credentials for pulls\n"
     "  serve [--listen ADDR:PORT]        the HTTP/JSON API with tenants, and a playground page\n"
     "\n"
-    "`boxlite COMMAND --help` describes each command.\n"
+    "`boxlite COMMAND --help` (or `boxlite help COMMAND`) describes each command;\n"
+    "`boxlite help --list` lists the commands.\n"
     "\n"
     "Exit codes of run and exec:\n"
     "  N        the command's own exit status\n"
@@ -119,6 +120,28 @@ static const struct {
     {"serve", cmd_serve},
 };
 
+/* `help --list`: the public commands, one a line (the man pages and the bash
+ * completion are generated from it and from each command's --help);
+ * `help CMD`: CMD's --help. */
+static int cmd_help(const char *what)
+{
+	size_t n = sizeof(commands) / sizeof(commands[0]);
+	if (!strcmp(what, "--list")) {
+		for (size_t i = 0; i < n; i++)
+			if (strncmp(commands[i].name, "__", 2))
+				printf("%s\n", commands[i].name);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(what, commands[i].name)) {
+			char *args[] = {(char *)commands[i].name, (char *)"--help", NULL};
+			return commands[i].fn(2, args);
+		}
+	}
+	cli_error("unknown command '%s' (see boxlite help --list)", what);
+	return BL_EXIT_FAILURE;
+}
+
 int main(int argc, char **argv)
 {
 	cli_log_setup(false);
@@ -129,6 +152,8 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return BL_EXIT_FAILURE;
 	}
+	if (!strcmp(argv[1], "help") && argc >= 3)
+		return cmd_help(argv[2]);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, stdout);
 		return 0;

@@ -73,7 +73,14 @@ static const char create_help[] =
 static const char exec_help[] =
     "usage: boxlite exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] ID -- CMD [ARG...]\n"
     "\n"
-    "Runs CMD in the running sandbox ID; exit status as for `boxlite run`.\n";
+    "Runs CMD in the running sandbox ID; exit status as for `boxlite run`.\n"
+    "\n"
+    "  -i, --interactive  pass stdin to the program\n"
+    "  -t, --tty        run the program on a terminal\n"
+    "  -e, --env K=V    set an environment variable (-e K passes the caller's K)\n"
+    "  -w, --workdir D  working directory in the sandbox\n"
+    "  -u, --user U     user: uid[:gid] or name[:group]\n"
+    "  -v, --verbose    timings on stderr\n";
 
 /* ------------------------------------------------------------ signals */
 

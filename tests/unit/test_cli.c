@@ -1,4 +1,5 @@
 /* Option parsing of boxlite run / create / exec. */
+#include "bl_error.h"
 #include "bl_test.h"
 #include "options.h"
 

@@ -1,6 +1,6 @@
 /*
  * The front ends (runtime/cli/, shim/) use the public API only: boxlite.h
- * (with bl_error.h) plus common/'s utility headers, never libboxlite's
+ * (with boxlite_error.h) plus common/'s utility headers, never libboxlite's
  * internals, libvirt or the agent protocol. Reads their sources.
  */
 #include "bl_cleanup.h"

@@ -126,6 +126,7 @@ def _candidates():
     for d in ("/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu"):
         yield os.path.join(d, "libboxlite.so.0")
         yield os.path.join(d, "libboxlite.so")
+    yield "libboxlite.so.0"  # the dynamic loader's own search (ld.so.cache)
     found = ctypes.util.find_library("boxlite")
     if found:
         yield found

@@ -1,7 +1,7 @@
 """The exceptions of the boxlite SDK.
 
 BoxliteError is the base of everything the SDK raises on purpose. The kinds
-follow libboxlite's bl_code (common/bl_error.h); each carries the library's
+follow libboxlite's bl_code (common/boxlite_error.h); each carries the library's
 message and its `code` name ("BL_ETIMEOUT", ...).
 """
 
