@@ -81,7 +81,7 @@ deb: $(BUILD)/vmlinux
 	  xargs -0 cp -P --parents -t $(DEB_SRC)
 	rm -rf $(DEB_SRC)/debian && cp -r packaging/debian $(DEB_SRC)/debian
 	mkdir -p $(DEB_SRC)/debian/guest && cp $(BUILD)/vmlinux $(DEB_SRC)/debian/guest/vmlinux
-	cd $(DEB_SRC) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD DEB_BUILD_OPTIONS="parallel=$${JOBS:-2} nocheck" dpkg-buildpackage -us -uc -b
+	cd $(DEB_SRC) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD DEB_BUILD_OPTIONS="parallel=$${JOBS:-2} nocheck noddebs" dpkg-buildpackage -us -uc -b
 	mv $(BUILD)/deb/src/*.deb $(BUILD)/deb/src/*.buildinfo $(BUILD)/deb/src/*.changes $(BUILD)/deb/
 	rm -rf $(BUILD)/deb/src
 	@ls -1 $(BUILD)/deb/*.deb

@@ -17,6 +17,7 @@ docker-registry skopeo apache2-utils openssl curl
 nftables
 python3 python3-pytest python3-pip python3-venv
 chromium nodejs
+dpkg-dev debhelper dh-python lintian fakeroot bash-completion man-db zstd
 "
 # npm: Debian's package, unless a node with its own npm is installed already.
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
