@@ -35,6 +35,10 @@ mount_root() {
 	mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev"
 	mount -t tmpfs tmpfs "$r/run"
 	mount -t tmpfs tmpfs "$r/tmp"
+	# One allocator of QEMU uids with the host's sandboxes (runtime/vm.c).
+	if [ -d /run/boxlite/uids ]; then
+		mkdir -p "$r/run/boxlite/uids" && mount --bind /run/boxlite/uids "$r/run/boxlite/uids"
+	fi
 }
 unmount_root() {
 	r=$1
@@ -44,30 +48,46 @@ unmount_root() {
 	return 0
 }
 
-# The root: minbase plus what the packages depend on (so dpkg -i needs no
-# network), from a tarball cached by the hash of that package list.
+# The root: minbase, then (apt-get in the root, services kept from starting
+# by a policy-rc.d that stays) what the packages depend on, so dpkg -i needs
+# no network; cached as a tarball keyed by the hash of that package list.
 make_root() {
 	root=$1
 	deps=$(for d in $(debs); do dpkg-deb -f "$d" Depends; done | tr ',' '\n' |
 		sed 's/(.*)//; s/:any//; s/|.*//; s/ //g' | grep -v '^$' | sort -u | grep -vxF "$(echo "$OURS" | tr ' ' '\n')")
-	pkgs=$(printf '%s\n' $deps pkg-config | sort -u | tr '\n' ',' | sed 's/,$//')
-	key=$(printf '%s %s %s minbase\n' "$SUITE" "$MIRROR" "$pkgs" | sha256sum | cut -c1-16)
+	pkgs=$(printf '%s\n' $deps pkg-config | sort -u | tr '\n' ' ' | sed 's/ $//')
+	key=$(printf '%s %s %s minbase+apt\n' "$SUITE" "$MIRROR" "$pkgs" | sha256sum | cut -c1-16)
 	tarball=$CACHE/$SUITE-minbase-$key.tar.zst
 	mkdir -p "$root" "$CACHE"
 	if [ -s "$tarball" ]; then
 		echo "root: cached $tarball"
 	else
-		echo "root: debootstrap --variant=minbase --include=$pkgs $SUITE ($MIRROR)"
+		echo "root: debootstrap --variant=minbase $SUITE ($MIRROR), then apt-get install $pkgs"
 		start=$(date +%s)
-		if ! debootstrap --variant=minbase --include="$pkgs" "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
+		if ! debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
 			tail -5 "$work/debootstrap.log"
 			grep -qiE 'could not|failed to|unable to' "$work/debootstrap.log" &&
 				skip "debootstrap could not reach $MIRROR"
 			fail "debootstrap failed"
 			return 1
 		fi
-		rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 		echo "root: debootstrap took $(($(date +%s) - start)) s"
+		printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+		chmod 0755 "$root/usr/sbin/policy-rc.d"
+		mount -t proc proc "$root/proc"
+		# shellcheck disable=SC2086
+		in_root sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs" \
+			>"$work/apt.log" 2>&1
+		rc=$?
+		umount "$root/proc"
+		if [ "$rc" -ne 0 ]; then
+			tail -5 "$work/apt.log"
+			fail "apt-get install in the root failed"
+			return 1
+		fi
+		in_root apt-get clean
+		rm -rf "$root/var/lib/apt/lists/"*
+		echo "root: built in $(($(date +%s) - start)) s"
 		tar -C "$root" --zstd -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
 		rm -rf --one-file-system "$root" && mkdir -p "$root"
 	fi
@@ -169,21 +189,29 @@ host)
 			bl_sandbox *sb = NULL;
 			bl_process *p = NULL;
 			bl_exit ex;
+			char buf[4096];
+			ssize_t n = 0;
 			if (argc < 3)
 				return 2;
 			bl_host_prepare();
-			if (bl_sandbox_create(&o, &sb, &err) < 0 || bl_sandbox_start(sb, &p, &err) < 0 ||
-			    bl_process_wait(p, &ex, &err) < 0) {
+			int r = bl_sandbox_create(&o, &sb, &err);
+			if (r == 0)
+				r = bl_sandbox_start(sb, &p, &err);
+			while (r == 0 && (n = bl_process_read(p, 1, buf, sizeof(buf), &err)) > 0)
+				fwrite(buf, 1, (size_t)n, stdout);
+			if (r == 0 && n < 0)
+				r = -1;
+			if (r == 0)
+				r = bl_process_wait(p, &ex, &err);
+			if (r == 0)
+				printf("exit %d\n", ex.status);
+			else
 				fprintf(stderr, "prog: %s\n", err.msg);
-				bl_process_free(p);
-				bl_sandbox_destroy(sb);
-				return 125;
-			}
-			printf("exit %d\n", ex.status);
+			if (r == 0)
+				bl_sandbox_stop(sb, &err);
 			bl_process_free(p);
-			bl_sandbox_stop(sb, &err);
 			bl_sandbox_destroy(sb);
-			return 0;
+			return r < 0 ? 125 : 0;
 		}
 	EOF
 	# shellcheck disable=SC2046

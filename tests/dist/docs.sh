@@ -105,7 +105,7 @@ man)
 			continue
 		fi
 		text "$build/man/boxlite.1" | grep -q "boxlite-$c" || fail "boxlite(1) does not name boxlite-$c(1)"
-		help=$("$build/boxlite" "$c" --help) || fail "boxlite $c --help exited $?"
+		help=$(timeout 10 "$build/boxlite" "$c" --help </dev/null) || fail "boxlite $c --help exited $? (it must print its help on stdout and exit 0)"
 		[ -n "$help" ] || fail "boxlite $c --help printed nothing on stdout"
 		for o in $(printf '%s\n' "$help" | grep -oE '(^|[^A-Za-z0-9_.$/-])--?[A-Za-z][A-Za-z0-9-]*' |
 			grep -oE -- '--?[A-Za-z][A-Za-z0-9-]*$' | sort -u); do
@@ -136,7 +136,7 @@ completion)
 	[ "$(comp boxlite pull --q)" = --quiet ] || fail "boxlite pull --q<TAB>: '$(comp boxlite pull --q)'"
 	for c in $("$build/boxlite" help --list); do
 		comp boxlite "$c" | grep -qx "$c" || fail "boxlite $c<TAB> does not complete"
-		for o in $("$build/boxlite" "$c" --help | grep -oE '^ +--[a-z][a-z-]*' | tr -d ' '); do
+		for o in $(timeout 10 "$build/boxlite" "$c" --help </dev/null | grep -oE '^ +--[a-z][a-z-]*' | tr -d ' '); do
 			comp boxlite "$c" "$o" | grep -qx -- "$o" || fail "boxlite $c $o<TAB> does not complete"
 		done
 	done
