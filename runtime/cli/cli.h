@@ -2,6 +2,8 @@
 #pragma once
 
 #include "boxlite.h"
+/* The in-tree front ends also use the internal error helpers (bl_set_error). */
+#include "bl_error.h"
 
 /* Exit codes (documented in `boxlite --help` and the README). */
 #define BL_EXIT_OOM	 121 /* the program ran out of memory */

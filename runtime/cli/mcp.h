@@ -7,6 +7,8 @@
 
 #include "bl_cleanup.h"
 #include "boxlite.h"
+/* The in-tree front ends also use the internal error helpers (bl_set_error). */
+#include "bl_error.h"
 
 #include <json-c/json.h>
 #include <pthread.h>

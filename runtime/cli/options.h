@@ -8,6 +8,8 @@
 #include <stdbool.h>
 
 #include "boxlite.h"
+/* The in-tree front ends also use the internal error helpers (bl_set_error). */
+#include "bl_error.h"
 
 enum {
 	BL_CLI_RUN = 1,	   /* run: sandbox options + command or --python */

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #include "boxlite.h"
+/* The in-tree front ends also use the internal error helpers (bl_set_error). */
+#include "bl_error.h"
 #include "bl_cleanup.h"
 
 BL_DEFINE_CLEANUP(json_object, json_object_put)

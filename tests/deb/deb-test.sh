@@ -2,8 +2,8 @@
 # The Debian packages end to end (run by tests/integration/test_deb, as root):
 #   deb-test.sh SRC BUILD WORK build     make deb: the .debs in BUILD/deb
 #   deb-test.sh SRC BUILD WORK lintian   lintian: no error
-#   deb-test.sh SRC BUILD WORK chroot    a fresh Debian 12 root (debootstrap,
-#       cached as a tarball keyed by its package list): dpkg -i, boxlite
+#   deb-test.sh SRC BUILD WORK chroot    a fresh Debian 12 root (debootstrap
+#       and apt-get, cached as tarballs keyed by the package list): dpkg -i, boxlite
 #       --version / info / a VM, pkg-config, python3 -c 'import boxlite',
 #       then purge leaves no file of the packages
 #   deb-test.sh SRC BUILD WORK host      on this host, the packages' files
@@ -30,6 +30,8 @@ have_debs() { for p in $OURS; do ls "$deb/${p}_"*.deb >/dev/null 2>&1 || return 
 # Mounts for a chroot that boots VMs; undone by unmount_root.
 mount_root() {
 	r=$1
+	# The root is a mount point (libvirt makes "/" a slave mount for QEMU).
+	mount --bind "$r" "$r" && mount --make-rprivate "$r"
 	mount -t proc proc "$r/proc"
 	mount --rbind /sys "$r/sys" && mount --make-rslave "$r/sys"
 	mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev"
@@ -42,28 +44,34 @@ mount_root() {
 }
 unmount_root() {
 	r=$1
-	for m in tmp run dev sys proc; do
-		mountpoint -q "$r/$m" && umount -R -l "$r/$m"
-	done
+	mountpoint -q "$r" && umount -R -l "$r"
 	return 0
 }
 
-# The root: minbase, then (apt-get in the root, services kept from starting
-# by a policy-rc.d that stays) what the packages depend on, so dpkg -i needs
-# no network; cached as a tarball keyed by the hash of that package list.
+# The root: debootstrap minbase (cached by suite and mirror), then, with
+# apt-get in the root and services kept from starting by a policy-rc.d that
+# stays, what the packages depend on, so dpkg -i needs no network (cached by
+# the hash of that package list): a dependency change costs an apt-get run,
+# not a debootstrap.
 make_root() {
 	root=$1
 	deps=$(for d in $(debs); do dpkg-deb -f "$d" Depends; done | tr ',' '\n' |
 		sed 's/(.*)//; s/:any//; s/|.*//; s/ //g' | grep -v '^$' | sort -u | grep -vxF "$(echo "$OURS" | tr ' ' '\n')")
 	pkgs=$(printf '%s\n' $deps pkg-config | sort -u | tr '\n' ' ' | sed 's/ $//')
-	key=$(printf '%s %s %s minbase+apt\n' "$SUITE" "$MIRROR" "$pkgs" | sha256sum | cut -c1-16)
-	tarball=$CACHE/$SUITE-minbase-$key.tar.zst
+	base=$CACHE/$SUITE-minbase-$(printf '%s %s\n' "$SUITE" "$MIRROR" | sha256sum | cut -c1-12).tar.zst
+	tarball=$CACHE/$SUITE-minbase-deps-$(printf '%s %s %s\n' "$SUITE" "$MIRROR" "$pkgs" | sha256sum | cut -c1-16).tar.zst
 	mkdir -p "$root" "$CACHE"
 	if [ -s "$tarball" ]; then
 		echo "root: cached $tarball"
+		tar -C "$root" --zstd -xf "$tarball"
+		return 0
+	fi
+	start=$(date +%s)
+	if [ -s "$base" ]; then
+		echo "root: cached $base"
+		tar -C "$root" --zstd -xf "$base"
 	else
-		echo "root: debootstrap --variant=minbase $SUITE ($MIRROR), then apt-get install $pkgs"
-		start=$(date +%s)
+		echo "root: debootstrap --variant=minbase $SUITE ($MIRROR)"
 		if ! debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
 			tail -5 "$work/debootstrap.log"
 			grep -qiE 'could not|failed to|unable to' "$work/debootstrap.log" &&
@@ -71,27 +79,30 @@ make_root() {
 			fail "debootstrap failed"
 			return 1
 		fi
-		echo "root: debootstrap took $(($(date +%s) - start)) s"
 		printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 		chmod 0755 "$root/usr/sbin/policy-rc.d"
-		mount -t proc proc "$root/proc"
-		# shellcheck disable=SC2086
-		in_root sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs" \
-			>"$work/apt.log" 2>&1
-		rc=$?
-		umount "$root/proc"
-		if [ "$rc" -ne 0 ]; then
-			tail -5 "$work/apt.log"
-			fail "apt-get install in the root failed"
-			return 1
-		fi
 		in_root apt-get clean
-		rm -rf "$root/var/lib/apt/lists/"*
-		echo "root: built in $(($(date +%s) - start)) s"
-		tar -C "$root" --zstd -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-		rm -rf --one-file-system "$root" && mkdir -p "$root"
+		echo "root: debootstrap took $(($(date +%s) - start)) s"
+		tar -C "$root" --zstd -cf "$base.tmp" . && mv "$base.tmp" "$base"
 	fi
-	tar -C "$root" --zstd -xf "$tarball"
+	echo "root: apt-get install $pkgs"
+	mount -t proc proc "$root/proc"
+	# shellcheck disable=SC2086
+	in_root sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs" \
+		>"$work/apt.log" 2>&1
+	rc=$?
+	umount "$root/proc"
+	if [ "$rc" -ne 0 ]; then
+		tail -5 "$work/apt.log"
+		grep -qiE 'could not resolve|failed to fetch|temporary failure' "$work/apt.log" &&
+			skip "apt-get in the root could not reach $MIRROR"
+		fail "apt-get install in the root failed"
+		return 1
+	fi
+	in_root apt-get clean
+	rm -rf "$root/var/lib/apt/lists/"*
+	echo "root: built in $(($(date +%s) - start)) s"
+	tar -C "$root" --zstd -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
 }
 
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"; }
@@ -167,7 +178,7 @@ chroot)
 	fi
 	unmount_root "$root"
 	trap - EXIT INT TERM
-	grep -q " $root/" /proc/self/mounts || rm -rf --one-file-system "$root"
+	grep -qE " $root[ /]" /proc/self/mounts || rm -rf --one-file-system "$root"
 	;;
 host)
 	have_debs || skip "no packages in $deb (the build case failed or was skipped)"

@@ -19,7 +19,8 @@
  * ones, and the agent protocol (the shim speaks containerd's ttrpc protocol,
  * so ttrpc.h and the containerd .pb-c.h files are fine; common/'s utility
  * headers too). */
-static const char *const public_runtime[] = {"boxlite.h", "boxlite_image.h", NULL};
+static const char *const public_runtime[] = {"boxlite.h", "boxlite_image.h", "boxlite_error.h",
+					     NULL};
 static const char *const forbidden[] = {"agent.pb-c.h", "bl_agent_proto.h", "ttrpc_internal.h",
 					NULL};
 
