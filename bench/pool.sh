@@ -21,6 +21,8 @@ B=$build/boxlite
 QEMU=/usr/bin/qemu-system-x86_64
 CMDLINE="console=ttyS0 reboot=t panic=-1 quiet tsc=reliable no_timer_check lpj=5000000 i8042.noaux 8250.nr_uarts=1 mitigations=off cryptomgr.notests"
 MEM=128
+# The same clock argument boxlite gives a TCG guest (runtime/vm.c).
+[ -r /run/boxlite/tsc-khz ] && CMDLINE="$CMDLINE tsc_early_khz=$(cat /run/boxlite/tsc-khz)"
 
 [ "$(id -u)" = 0 ] || { echo "pool: needs root"; exit 0; }
 [ -x "$B" ] && [ -r "$build/vmlinux" ] || { echo "pool: build $B first"; exit 1; }
