@@ -52,7 +52,7 @@ wait_ready() { for i in $(seq 1200); do "$B" pool status 2>/dev/null | grep -q '
 	{ echo "pool: packaging/build-test-images.sh failed"; exit 1; }
 rootfs="$build/test-images/busybox-rootfs"
 ocitar="$build/test-images/busybox-oci.tar"
-echo "pool: N=$n, guests of $MEM MiB, $("$B" info | awk -F': *' '/^accelerator/ {print $2}')"
+echo "pool: N=$n, guests of $MEM MiB, $("$B" info | sed -n 's/^accelerator: *//p')"
 
 # --- floors: raw QEMU boot (the agent reboots at once) and runc
 raw_boot() {
