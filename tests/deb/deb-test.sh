@@ -153,7 +153,9 @@ chroot)
 	in_root man -w boxlite-run >/dev/null 2>&1 || [ -f "$root/usr/share/man/man1/boxlite-run.1.gz" ] || fail "no boxlite-run(1)"
 	[ -f "$root/usr/share/bash-completion/completions/boxlite" ] || fail "no bash completion"
 	# A VM from the dpkg-installed files and the root's own QEMU and libvirt.
-	if [ -d "$build/test-images/busybox-rootfs" ]; then
+	# libvirt's QEMU mount namespace cannot build its /dev inside a chroot
+	# (QEMU: "Could not open /dev/urandom"); the host case boots the packages.
+	if [ -n "${BOXLITE_DEB_CHROOT_VM:-}" ] && [ -d "$build/test-images/busybox-rootfs" ]; then
 		cp -a "$build/test-images/busybox-rootfs" "$root/busybox"
 		if out=$(in_root boxlite run --rootfs /busybox --memory 128 -- sh -c 'echo deb-ok' 2>&1); then
 			[ "$out" = deb-ok ] && echo "chroot: boxlite run: $out" || fail "boxlite run printed '$out'"
@@ -163,7 +165,7 @@ chroot)
 		fi
 		rm -rf "$root/busybox"
 	else
-		echo "SKIP: no $build/test-images/busybox-rootfs (make test-images): no VM in the chroot"
+		echo "chroot: no VM here (BOXLITE_DEB_CHROOT_VM=1 tries one; libvirt's namespace needs a real /dev)"
 	fi
 	in_root sh -c "dpkg --purge $OURS" >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "dpkg --purge failed"; }
 	in_root dpkg -l $OURS 2>/dev/null | grep -E '^[a-z]i' && fail "packages still installed"
