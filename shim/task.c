@@ -105,22 +105,29 @@ static sproc *proc_find(stask *t, const char *exec_id)
 	return NULL;
 }
 
-/* Looks up a task (and process) under the lock or fills the reply's error. */
-#define LOOKUP_OR_FAIL(s, reply, id, exec_id, t, p)                                   \
-	do {                                                                          \
-		(t) = task_find((s), (id));                                           \
-		if (!(t)) {                                                           \
-			pthread_mutex_unlock(&(s)->lock);                             \
-			return ttrpc_reply_error((reply), TTRPC_NOT_FOUND,            \
-						 "container %s: not found", (id));    \
-		}                                                                     \
-		(p) = proc_find((t), (exec_id));                                      \
-		if (!(p)) {                                                           \
-			pthread_mutex_unlock(&(s)->lock);                             \
-			return ttrpc_reply_error((reply), TTRPC_NOT_FOUND,            \
-						 "process %s: not found", (exec_id)); \
-		}                                                                     \
-	} while (0)
+/* Takes s->lock and finds a task's process; on a miss, returns NULL with the
+ * lock released (reply_no_proc answers then). */
+static sproc *lock_proc(shim_service *s, const char *id, const char *exec_id, stask **tp)
+{
+	pthread_mutex_lock(&s->lock);
+	stask *t = task_find(s, id);
+	sproc *p = t ? proc_find(t, exec_id) : NULL;
+	if (!p)
+		pthread_mutex_unlock(&s->lock);
+	*tp = t;
+	return p;
+}
+
+/* NotFound for id/exec_id; frees the request (after formatting from it). */
+static int reply_no_proc(ttrpc_reply *reply, ProtobufCMessage *req, const char *id,
+			 const char *exec_id)
+{
+	bool exec = exec_id && *exec_id;
+	int code = ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process %s%s%s: not found", id,
+				     exec ? "/" : "", exec ? exec_id : "");
+	protobuf_c_message_free_unpacked(req, NULL);
+	return code;
+}
 
 #define UNPACK_OR_FAIL(type, fn, var, call, reply)                            \
 	type *var = fn##__unpack(NULL, (call)->payload_len, (call)->payload); \
@@ -686,15 +693,9 @@ static int h_state(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	UNPACK_OR_FAIL(Containerd__Task__V2__StateRequest, containerd__task__v2__state_request, req,
 		       call, reply);
 	stask *t;
-	sproc *p;
-	pthread_mutex_lock(&s->lock);
-	t = task_find(s, req->id);
-	p = t ? proc_find(t, req->exec_id) : NULL;
-	if (!p) {
-		pthread_mutex_unlock(&s->lock);
-		protobuf_c_message_free_unpacked(&req->base, NULL);
-		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process not found");
-	}
+	sproc *p = lock_proc(s, req->id, req->exec_id, &t);
+	if (!p)
+		return reply_no_proc(reply, &req->base, req->id, req->exec_id);
 	Containerd__Types__Timestamp at = CONTAINERD__TYPES__TIMESTAMP__INIT;
 	Containerd__Task__V2__StateResponse resp = CONTAINERD__TASK__V2__STATE_RESPONSE__INIT;
 	resp.id = p->exec_id[0] ? p->exec_id : t->id;
@@ -723,15 +724,9 @@ static int h_wait(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	UNPACK_OR_FAIL(Containerd__Task__V2__WaitRequest, containerd__task__v2__wait_request, req,
 		       call, reply);
 	stask *t;
-	sproc *p;
-	pthread_mutex_lock(&s->lock);
-	t = task_find(s, req->id);
-	p = t ? proc_find(t, req->exec_id) : NULL;
-	if (!p) {
-		pthread_mutex_unlock(&s->lock);
-		protobuf_c_message_free_unpacked(&req->base, NULL);
-		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process not found");
-	}
+	sproc *p = lock_proc(s, req->id, req->exec_id, &t);
+	if (!p)
+		return reply_no_proc(reply, &req->base, req->id, req->exec_id);
 	/* The process stays in the list until Delete, which needs it stopped
 	 * and waits for us to leave before it frees it. */
 	p->waiting++;
@@ -778,17 +773,11 @@ static int h_kill(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	shim_service *s = user;
 	UNPACK_OR_FAIL(Containerd__Task__V2__KillRequest, containerd__task__v2__kill_request, req,
 		       call, reply);
-	stask *t;
-	sproc *p;
 	int code = TTRPC_OK;
-	pthread_mutex_lock(&s->lock);
-	t = task_find(s, req->id);
-	p = t ? proc_find(t, req->exec_id) : NULL;
-	if (!p) {
-		pthread_mutex_unlock(&s->lock);
-		protobuf_c_message_free_unpacked(&req->base, NULL);
-		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process not found");
-	}
+	stask *t;
+	sproc *p = lock_proc(s, req->id, req->exec_id, &t);
+	if (!p)
+		return reply_no_proc(reply, &req->base, req->id, req->exec_id);
 	if (req->signal == 0 || req->signal >= 65) {
 		pthread_mutex_unlock(&s->lock);
 		protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -1194,15 +1183,9 @@ static int h_resize(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	UNPACK_OR_FAIL(Containerd__Task__V2__ResizePtyRequest,
 		       containerd__task__v2__resize_pty_request, req, call, reply);
 	stask *t;
-	sproc *p;
-	pthread_mutex_lock(&s->lock);
-	t = task_find(s, req->id);
-	p = t ? proc_find(t, req->exec_id) : NULL;
-	if (!p) {
-		pthread_mutex_unlock(&s->lock);
-		protobuf_c_message_free_unpacked(&req->base, NULL);
-		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process not found");
-	}
+	sproc *p = lock_proc(s, req->id, req->exec_id, &t);
+	if (!p)
+		return reply_no_proc(reply, &req->base, req->id, req->exec_id);
 	p->rows = req->height;
 	p->cols = req->width;
 	if (p->state == P_RUNNING)
@@ -1219,15 +1202,9 @@ static int h_closeio(void *user, const ttrpc_call *call, ttrpc_reply *reply)
 	UNPACK_OR_FAIL(Containerd__Task__V2__CloseIORequest, containerd__task__v2__close_iorequest,
 		       req, call, reply);
 	stask *t;
-	sproc *p;
-	pthread_mutex_lock(&s->lock);
-	t = task_find(s, req->id);
-	p = t ? proc_find(t, req->exec_id) : NULL;
-	if (!p) {
-		pthread_mutex_unlock(&s->lock);
-		protobuf_c_message_free_unpacked(&req->base, NULL);
-		return ttrpc_reply_error(reply, TTRPC_NOT_FOUND, "process not found");
-	}
+	sproc *p = lock_proc(s, req->id, req->exec_id, &t);
+	if (!p)
+		return reply_no_proc(reply, &req->base, req->id, req->exec_id);
 	if (req->stdin)
 		shim_stdio_close_stdin(&p->io);
 	pthread_mutex_unlock(&s->lock);
