@@ -18,7 +18,10 @@
 #include <sys/inotify.h>
 #include <sys/random.h>
 #include <sys/prctl.h>
+#include <limits.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +51,8 @@ struct bl_vm {
 };
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The guardian of this process's embedded VMs (start_guardian), -1 once gone. */
+static pid_t guardian_pid;
 static struct bl_vm *watch_list;
 
 /* ------------------------------------------------------------ console cap */
@@ -651,8 +656,10 @@ static bool is_vm_zombie(pid_t pid)
 	int ppid = 0, pgrp = 0, sid = 0;
 	if (close_paren[2] != 'Z' || sscanf(close_paren + 4, "%d %d %d", &ppid, &pgrp, &sid) != 3)
 		return false;
-	bool named =
-	    !strncmp(open_paren + 1, "qemu-system", 11) || !strncmp(open_paren + 1, "virtiofsd", 9);
+	/* boxlite-guard: the guardian of a child of ours that died (we inherited it). */
+	bool named = !strncmp(open_paren + 1, "qemu-system", 11) ||
+		     !strncmp(open_paren + 1, "virtiofsd", 9) ||
+		     !strncmp(open_paren + 1, "boxlite-guard)", 14);
 	return named && sid != getsid(0);
 }
 
@@ -743,6 +750,15 @@ static void *reaper_main(void *arg)
 			/* No children right now: nothing to reap until a VM starts. */
 			struct timespec ts = {0, 50 * 1000000};
 			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (si.si_pid > 0 && si.si_pid == guardian_pid) {
+			/* Killed by someone: the protection is gone, say so once. */
+			(void)waitpid(si.si_pid, NULL, WNOHANG);
+			guardian_pid = -1;
+			bl_warn("the VM guardian (pid %d) died: VMs being created may outlive "
+				"this process if it is killed",
+				(int)si.si_pid);
 			continue;
 		}
 		if (si.si_pid > 0 && is_vm_zombie(si.si_pid)) {
@@ -920,6 +936,155 @@ static const char embed_qemu_conf[] = "stdio_handler = \"file\"\n"
 				      "dynamic_ownership = 0\n"
 				      "remember_owner = 0\n";
 
+/*
+ * QEMU starts paused (-S) and the guest runs only once libvirt's create has
+ * finished. If this process dies in between, nothing notices: the agent's
+ * channel-closed safety net needs a running guest, and the embedded driver
+ * died with us. So the first embedded open forks a guardian that waits for
+ * this process to end (EOF on a pipe whose only writer is us) and then
+ * SIGKILLs every QEMU and virtiofsd whose command line names our root (after
+ * a clean exit embed_atexit has destroyed them all and it finds none). The
+ * process may have threads: between fork and _exit the guardian makes only
+ * async-signal-safe calls and raw system calls, and formats by hand.
+ */
+static size_t guard_utoa(char *buf, unsigned long v)
+{
+	char tmp[24];
+	size_t n = 0, i = 0;
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) && n < sizeof(tmp));
+	while (n)
+		buf[i++] = tmp[--n];
+	return i;
+}
+
+static bool guard_contains(const char *hay, size_t hlen, const char *needle, size_t nlen)
+{
+	for (size_t i = 0; nlen && i + nlen <= hlen; i++) {
+		size_t j = 0;
+		while (j < nlen && hay[i + j] == needle[j])
+			j++;
+		if (j == nlen)
+			return true;
+	}
+	return false;
+}
+
+/* argv[0]'s last component starts with prefix. */
+static bool guard_argv0_is(const char *cmd, size_t len, const char *prefix)
+{
+	size_t end = 0, base = 0, plen = strlen(prefix);
+	while (end < len && cmd[end])
+		if (cmd[end++] == '/')
+			base = end;
+	return end - base >= plen && !strncmp(cmd + base, prefix, plen);
+}
+
+static void guard_sweep(const char *root, size_t rlen)
+{
+	int dfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	char ents[8192], cmd[16384], path[48];
+	for (;;) {
+		long n = syscall(SYS_getdents64, dfd, ents, sizeof(ents));
+		if (n <= 0)
+			break;
+		for (long off = 0; off < n;) {
+			struct {
+				uint64_t ino;
+				int64_t off;
+				unsigned short reclen;
+				unsigned char type;
+				char name[];
+			} *de = (void *)(ents + off);
+			off += de->reclen;
+			unsigned long pid = 0;
+			const char *c = de->name;
+			while (*c >= '0' && *c <= '9')
+				pid = pid * 10 + (unsigned long)(*c++ - '0');
+			if (*c || !pid || pid > INT32_MAX)
+				continue;
+			size_t p = 0;
+			memcpy(path, "/proc/", 6), p = 6;
+			p += guard_utoa(path + p, pid);
+			memcpy(path + p, "/cmdline", 9);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			ssize_t len = read(fd, cmd, sizeof(cmd));
+			close(fd);
+			if (len <= 0)
+				continue;
+			if ((guard_argv0_is(cmd, (size_t)len, "qemu-system") ||
+			     guard_argv0_is(cmd, (size_t)len, "virtiofsd")) &&
+			    guard_contains(cmd, (size_t)len, root, rlen))
+				(void)kill((pid_t)pid, SIGKILL);
+		}
+	}
+	close(dfd);
+}
+
+/* The guardian's command line: not its owner's (ps, pgrep and the tests'
+ * leak counts would see a second shim or monitor). Needs CAP_SYS_RESOURCE;
+ * without it the owner's argv shows. */
+static char guard_cmdline[] = "boxlite-guard";
+
+static void guard_rename(void)
+{
+	(void)prctl(PR_SET_NAME, "boxlite-guard", 0, 0, 0);
+	if (prctl(PR_SET_MM, PR_SET_MM_ARG_START, (unsigned long)guard_cmdline, 0, 0) == 0)
+		(void)prctl(PR_SET_MM, PR_SET_MM_ARG_END,
+			    (unsigned long)(guard_cmdline + sizeof(guard_cmdline)), 0, 0);
+}
+
+static void start_guardian(const char *root)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	/* "ROOT/" so that root 12 does not match root 123. */
+	char needle[PATH_MAX];
+	size_t rlen = strlen(root);
+	if (rlen + 2 > sizeof(needle)) {
+		close(p[0]), close(p[1]);
+		return;
+	}
+	memcpy(needle, root, rlen);
+	needle[rlen++] = '/';
+	needle[rlen] = '\0';
+	pid_t pid = fork();
+	if (pid < 0) {
+		bl_warn("cannot start the VM guardian: %s", strerror(errno));
+		close(p[0]), close(p[1]);
+		return;
+	}
+	if (pid == 0) {
+		/* Out of the terminal's process group (Ctrl-C is for the owner),
+		 * holding nothing of the owner's but the pipe's read end. */
+		(void)setsid();
+		guard_rename();
+		sigset_t none;
+		sigemptyset(&none);
+		(void)sigprocmask(SIG_SETMASK, &none, NULL);
+		if (dup2(p[0], 0) < 0)
+			_exit(1);
+		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (null >= 0)
+			(void)dup2(null, 1), (void)dup2(null, 2);
+		(void)syscall(SYS_close_range, 3u, ~0u, 0u);
+		char c;
+		while (read(0, &c, 1) < 0 && errno == EINTR)
+			;
+		guard_sweep(needle, rlen);
+		_exit(0);
+	}
+	/* The write end p[1] stays open, unused, for this process's whole life. */
+	close(p[0]);
+	guardian_pid = pid;
+}
+
 static int embed_open(bl_error_t *err)
 {
 	if (embed_conn)
@@ -939,6 +1104,8 @@ static int embed_open(bl_error_t *err)
 		return bl_error_prefix(err, "libvirt root");
 	copy_newer_files(bl_vm_caps_cache_dir(), caps);
 	_cleanup_free_ char *uri = bl_asprintf("qemu:///embed?root=%s", root);
+	if (!guardian_pid)
+		start_guardian(root);
 	uint64_t t0 = bl_now_monotonic_ns();
 	embed_conn = virConnectOpen(uri);
 	if (!embed_conn) {

@@ -6,6 +6,7 @@
  */
 #include "sandbox_env.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -350,6 +351,73 @@ static void test_dead_owner_gc(void)
 	sb_assert_clean();
 }
 
+/* QEMU or virtiofsd processes whose command line names needle. */
+static int vm_procs_naming(const char *needle)
+{
+	int n = 0;
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char path[300], buf[16384];
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		bool vm = strstr(buf, "qemu-system") || strstr(buf, "virtiofsd");
+		for (ssize_t i = 0; i < len; i++)
+			buf[i] = buf[i] ? buf[i] : ' ';
+		n += vm && strstr(buf, needle);
+	}
+	return n;
+}
+
+/*
+ * The owner killed mid-create. Attack (or accident): `boxlite run` is
+ * SIGKILLed while libvirt is still starting its VM; QEMU sits paused (-S),
+ * so no guest can notice, and the embedded driver died with its owner.
+ * Must hold: the VM processes of that owner (QEMU, virtiofsd) are gone soon
+ * after (its guardian kills them), and its state is removable.
+ */
+static void test_owner_killed_mid_create(void)
+{
+	SKIP_UNLESS_ENV();
+	int in = -1, out = -1, errf = -1;
+	pid_t pid = spawn((const char *const[]){"run", "--rootfs", env.rootfs, "--memory", "128",
+						"--", "sleep", "60", NULL},
+			  &in, &out, &errf);
+	CU_ASSERT_FATAL(pid > 0);
+	/* Its embedded libvirt root is RUN_DIR/libvirt/<pid>. */
+	_cleanup_free_ char *needle = bl_asprintf("/libvirt/%d/", (int)pid);
+	int seen = 0;
+	for (int i = 0; i < 2400 && !seen; i++) {
+		seen = vm_procs_naming(needle);
+		if (!seen)
+			usleep(50000);
+	}
+	CU_ASSERT(seen > 0);
+	kill(pid, SIGKILL);
+	(void)waitpid(pid, NULL, 0);
+	int left = -1;
+	for (int i = 0; i < 600 && left != 0; i++) {
+		left = vm_procs_naming(needle);
+		if (left)
+			usleep(100000);
+	}
+	printf("\n  VM processes seen: %d, left after the owner's death: %d\n", seen, left);
+	CU_ASSERT_EQUAL(left, 0);
+	close(in), close(out), close(errf);
+	_cleanup_free_ bl_sandbox_info *v = NULL;
+	size_t n = 0;
+	if (bl_sandbox_list(env.state, &v, &n, NULL) == 0)
+		for (size_t i = 0; i < n; i++)
+			CU_ASSERT_EQUAL(bl_sandbox_remove(env.state, v[i].id, true, NULL), 0);
+	sb_assert_clean();
+}
+
 static void test_help(void)
 {
 	static const char *const cmds[] = {"run", "create", "exec", "cp",   "stop",
@@ -377,6 +445,7 @@ int main(void)
 	    {"sigterm", test_sigterm},
 	    {"sigint_mid_boot", test_sigint_mid_boot},
 	    {"dead_owner_gc", test_dead_owner_gc},
+	    {"owner_killed_mid_create", test_owner_killed_mid_create},
 	    {NULL, NULL},
 	};
 	int rc = bl_test_run("cli", cases);
