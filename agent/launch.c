@@ -378,9 +378,8 @@ static const char *env_path(char *const *envp)
 static void child_exec(const agent_launch *l, int errfd)
 {
 	const char *file = l->argv[0];
-	if (l->builtin_pause) {
-		char *const argv[] = {(char *)AGENT_PAUSE_PATH, NULL};
-		syscall(SYS_execveat, agent_exe_fd, "", argv, l->envp, AT_EMPTY_PATH);
+	if (l->builtin) {
+		syscall(SYS_execveat, agent_exe_fd, "", l->argv, l->envp, AT_EMPTY_PATH);
 		child_fail(errfd, STEP_EXEC);
 	}
 	if (strchr(file, '/')) {

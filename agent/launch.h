@@ -33,7 +33,7 @@ typedef struct agent_launch {
 	int cgroup_fd;
 	int stdio[3];
 	bool terminal;
-	bool builtin_pause; /* exec the agent's pause instead of argv */
+	bool builtin; /* exec this agent binary (argv[0] names the built-in) */
 	char *const *argv;
 	char *const *envp;
 	const char *cwd;

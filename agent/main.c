@@ -4,6 +4,7 @@
  * exits; every fatal path syncs and reboots, which ends the VM.
  */
 #include "agent.h"
+#include "archive.h"
 #include "bl_net_guest.h"
 #include "net.h"
 #include "bl_cleanup.h"
@@ -232,6 +233,9 @@ int main(int argc, char **argv)
 {
 	if (argc >= 1 && !strcmp(argv[0], AGENT_PAUSE_PATH))
 		pause_main();
+	if (argc >= 1 &&
+	    (!strcmp(argv[0], BL_AGENT_COPY_OUT_PATH) || !strcmp(argv[0], BL_AGENT_COPY_IN_PATH)))
+		return agent_archive_main(argc, argv);
 	bl_log_setup(2, BL_LOG_INFO, "boxlite-agent");
 	if (getpid() != 1) {
 		fprintf(stderr, "boxlite-agent: must run as PID 1 of a boxlite guest\n");

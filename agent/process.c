@@ -284,11 +284,18 @@ static void mark_failed(agent_container *c, agent_process *proc)
 	pthread_mutex_unlock(&agent_lock);
 }
 
-/* The container init asks for the built-in pause with argv exactly
- * [AGENT_PAUSE_PATH]. */
-static bool is_pause(const agent_process_spec *p)
+/* The agent binary itself runs instead of a program of the image: the
+ * container init with argv exactly [AGENT_PAUSE_PATH] (the built-in pause),
+ * an exec with [BL_AGENT_COPY_*_PATH, PATH] (the archiver). */
+static bool is_builtin(const agent_process_spec *p, bool init)
 {
-	return p->args[0] && !strcmp(p->args[0], AGENT_PAUSE_PATH) && !p->args[1];
+	const char *a0 = p->args[0];
+	if (!a0)
+		return false;
+	if (init)
+		return !strcmp(a0, AGENT_PAUSE_PATH) && !p->args[1];
+	return (!strcmp(a0, BL_AGENT_COPY_OUT_PATH) || !strcmp(a0, BL_AGENT_COPY_IN_PATH)) &&
+	       p->args[1] && !p->args[2];
 }
 
 static agent_process *process_new(const char *exec_id, bool terminal, uint64_t oom_before)
@@ -320,7 +327,7 @@ int agent_process_start(agent_container *c, const char *exec_id, const agent_pro
 	agent_launch l;
 	fill_launch(&l, c, p, cr, env, &cs, terminal);
 	l.own_pty = own_pty;
-	l.builtin_pause = !exec_id[0] && is_pause(p);
+	l.builtin = is_builtin(p, !exec_id[0]);
 	int errfd = -1;
 	uint64_t t1 = bl_now_monotonic_ns();
 	if (r == 0)

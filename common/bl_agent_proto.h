@@ -31,6 +31,12 @@
  * (at <n>/rootfs) and bind-mount sources (at <n>/m<k>). */
 #define BL_AGENT_SHARE_TAG "share"
 
+/* Exec argv[0]s that run the agent's own archiver in the container instead
+ * of a program of the image (agent/archive.c): [COPY_OUT, PATH] writes a tar
+ * of PATH to stdout, [COPY_IN, DIR] unpacks a tar from stdin into DIR. */
+#define BL_AGENT_COPY_OUT_PATH "/.boxlite/copy-out"
+#define BL_AGENT_COPY_IN_PATH  "/.boxlite/copy-in"
+
 /* Every method of BL_AGENT_SERVICE. */
 typedef enum bl_agent_method {
 	BL_AGENT_PING,

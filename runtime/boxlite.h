@@ -184,21 +184,33 @@ int bl_process_run_io(bl_process *p, int in_fd, int out_fd, int err_fd, bl_exit 
 void bl_process_free(bl_process *p);
 
 /*
- * Files in and out of a running sandbox. copy_out archives the guest path
- * (the guest's tar writes it: untrusted) and extracts it in-process into
+ * Files in and out of a running sandbox, through the agent's own archiver
+ * run inside the container (no tar needed in the image). copy_out archives
+ * the guest path (untrusted all the same) and extracts it in-process into
  * host_dir/BASENAME under the image-layer rules (entries only under that
  * name, no absolute names or "..", regular files, directories and symlinks
- * staying inside only, no setuid/setgid bits, nothing through a symlink,
+ * (those pointing outside the copied tree left out), no setuid/setgid bits,
+ * no device nodes or FIFOs (the agent leaves them out), nothing through a
+ * symlink,
  * limits: 1 GiB or $BOXLITE_COPY_MAX_BYTES, 100000 entries), into a fresh
  * temporary directory renamed into place; BL_EEXIST if the name exists,
  * BL_EPROTO for an archive breaking a rule (nothing is left then).
  * copy_in archives host_path (symlinks not followed) and unpacks it into the
- * guest directory with the guest's tar.
+ * guest directory (made when missing).
  */
 int bl_sandbox_copy_out(bl_sandbox *sb, const char *guest_path, const char *host_dir,
 			bl_error_t *err);
 int bl_sandbox_copy_in(bl_sandbox *sb, const char *host_path, const char *guest_dir,
 		       bl_error_t *err);
+/* copy_out with its own byte limit (0: the default) instead of the
+ * environment's. */
+int bl_sandbox_copy_out_limit(bl_sandbox *sb, const char *guest_path, const char *host_dir,
+			      uint64_t max_bytes, bl_error_t *err);
+/* copy_in under another name: host_path becomes guest_path (absolute); the
+ * guest directories on the way are made when missing (as mkdir -p, also by
+ * copy_in for guest_dir). */
+int bl_sandbox_copy_in_as(bl_sandbox *sb, const char *host_path, const char *guest_path,
+			  bl_error_t *err);
 
 /* ------------------------------------------------------------ containers
  *

@@ -1,6 +1,8 @@
 #include "copy.h"
 #include "bl_cleanup.h"
+#include "bl_log.h"
 #include "bl_util.h"
+#include "bl_agent_proto.h"
 #include "boxlite.h"
 
 #include <archive_entry.h>
@@ -156,11 +158,17 @@ static int extract_one(struct archive *a, struct archive_entry *e, int root, con
 	}
 	if (type == AE_IFLNK) {
 		const char *target = archive_entry_symlink(e);
-		if (!link_stays_inside(name, target))
-			return bl_set_error(
-			    err, BL_EPROTO,
-			    "copy: symlink \"%.200s\" -> \"%.200s\" leaves the copy", name,
-			    target ? target : "");
+		if (!link_stays_inside(name, target)) {
+			/* The top entry itself: nothing would be copied. Below it,
+			 * the link is left out (whoever reads the copy later
+			 * would follow it out of it). */
+			if (!strchr(name, '/'))
+				return bl_set_error(
+				    err, BL_EPROTO,
+				    "copy: symlink \"%.200s\" -> \"%.200s\" leaves the copy", name,
+				    target ? target : "");
+			return 1;
+		}
 		if (symlinkat(target, pfd, base) < 0)
 			return bl_set_error(err, BL_EPROTO, "copy: symlink \"%.200s\": %s", name,
 					    strerror(errno));
@@ -206,7 +214,7 @@ int bl_copy_extract(struct archive *a, const char *dest_dir, const char *top,
 	_cleanup_free_ char *tmp_path = bl_asprintf("%s/%s", dest_dir, tmp);
 	int root = openat(dfd, tmp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	int r = root < 0 ? bl_set_error_errno(err, errno, "copy: open %s", tmp_path) : 0;
-	uint64_t bytes = 0, entries = 0;
+	uint64_t bytes = 0, entries = 0, left_out = 0;
 	bool saw_top = false;
 	while (r == 0) {
 		struct archive_entry *e;
@@ -224,8 +232,13 @@ int bl_copy_extract(struct archive *a, const char *dest_dir, const char *top,
 			break;
 		}
 		r = extract_one(a, e, root, topc, &bytes, max_bytes, err);
+		if (r > 0)
+			left_out++, r = 0;
 		saw_top = true;
 	}
+	if (r == 0 && left_out)
+		bl_warn("copy: %llu symlink(s) pointing outside the copied tree left out",
+			(unsigned long long)left_out);
 	if (r == 0 && !saw_top)
 		r = bl_set_error(err, BL_EPROTO, "copy: the archive is empty");
 	if (r == 0 && renameat2(root, topc, dfd, topc, RENAME_NOREPLACE) < 0)
@@ -276,6 +289,16 @@ static char *dir_of(const char *path, const char **ret_base)
 
 int bl_sandbox_copy_out(bl_sandbox *sb, const char *path, const char *dest_dir, bl_error_t *err)
 {
+	uint64_t max = 0;
+	const char *mb = getenv("BOXLITE_COPY_MAX_BYTES");
+	if (mb && *mb)
+		max = strtoull(mb, NULL, 10);
+	return bl_sandbox_copy_out_limit(sb, path, dest_dir, max, err);
+}
+
+int bl_sandbox_copy_out_limit(bl_sandbox *sb, const char *path, const char *dest_dir,
+			      uint64_t max_bytes, bl_error_t *err)
+{
 	if (!path || path[0] != '/')
 		return bl_set_error(err, BL_EINVAL, "copy out: the guest path must be absolute");
 	const char *base = NULL;
@@ -284,8 +307,9 @@ int bl_sandbox_copy_out(bl_sandbox *sb, const char *path, const char *dest_dir, 
 	top[strcspn(top, "/")] = '\0';
 	if (!top[0] || !strcmp(top, ".") || !strcmp(top, ".."))
 		return bl_set_error(err, BL_EINVAL, "copy out: %s names no file", path);
-	/* The guest's tar writes the archive; nothing in it is trusted. */
-	const char *const args[] = {"tar", "-C", dir, "-cf", "-", "--", top, NULL};
+	/* The agent's archiver writes it inside the container (no tar of the
+	 * image involved); nothing in it is trusted all the same. */
+	const char *const args[] = {BL_AGENT_COPY_OUT_PATH, path, NULL};
 	bl_process_options po = {.args = args};
 	bl_process *p = NULL;
 	int r = bl_sandbox_exec(sb, &po, &p, err);
@@ -298,10 +322,7 @@ int bl_sandbox_copy_out(bl_sandbox *sb, const char *path, const char *dest_dir, 
 	rd->err = (bl_error_t)BL_ERROR_INIT;
 	if (archive_read_open(a, rd, NULL, proc_read, NULL) != ARCHIVE_OK)
 		r = bl_set_error(err, BL_EPROTO, "copy out: %s", archive_error_string(a) ?: "?");
-	bl_copy_limits lim = {0};
-	const char *mb = getenv("BOXLITE_COPY_MAX_BYTES");
-	if (mb && *mb)
-		lim.max_bytes = strtoull(mb, NULL, 10);
+	bl_copy_limits lim = {.max_bytes = max_bytes};
 	if (r == 0)
 		r = bl_copy_extract(a, dest_dir, top, &lim, err);
 	archive_read_free(a);
@@ -325,8 +346,8 @@ int bl_sandbox_copy_out(bl_sandbox *sb, const char *path, const char *dest_dir, 
 	if (r == 0 && (wr < 0 || ex.status != 0)) {
 		bl_sanitize_text(msg, ml, false);
 		r = bl_set_error(err, BL_EPROTO,
-				 "copy out: the guest's tar failed (status %d)%s%.300s", ex.status,
-				 ml ? ": " : "", msg);
+				 "copy out: the guest's archiver failed (status %d)%s%.300s",
+				 ex.status, ml ? ": " : "", msg);
 	}
 	return r;
 }
@@ -347,9 +368,10 @@ static la_ssize_t proc_write(struct archive *a, void *user, const void *buf, siz
 }
 
 /* Writes src (a host path, not followed if a symlink) as an archive whose
- * names start at its basename. */
-static int write_tree(struct archive *out, const char *src, size_t strip, bl_error_t *err)
+ * names start at top instead of src. */
+static int write_tree(struct archive *out, const char *src, const char *top, bl_error_t *err)
 {
+	size_t strip = strlen(src);
 	struct archive *disk = archive_read_disk_new();
 	archive_read_disk_set_symlink_physical(disk);
 	archive_read_disk_set_standard_lookup(disk);
@@ -372,8 +394,13 @@ static int write_tree(struct archive *out, const char *src, size_t strip, bl_err
 		}
 		archive_read_disk_descend(disk);
 		const char *name = archive_entry_pathname(e);
-		if (strlen(name) > strip)
-			archive_entry_copy_pathname(e, name + strip);
+		if (strncmp(name, src, strip) || (name[strip] && name[strip] != '/')) {
+			r = bl_set_error(err, BL_ESYSTEM, "copy in: unexpected name %s", name);
+			archive_entry_free(e);
+			break;
+		}
+		_cleanup_free_ char *renamed = bl_asprintf("%s%s", top, name + strip);
+		archive_entry_copy_pathname(e, renamed);
 		if (archive_write_header(out, e) < ARCHIVE_WARN)
 			r = bl_set_error(err, BL_EPROTO, "copy in: %s",
 					 archive_error_string(out) ?: "?");
@@ -395,20 +422,13 @@ static int write_tree(struct archive *out, const char *src, size_t strip, bl_err
 	return r;
 }
 
-int bl_sandbox_copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, bl_error_t *err)
+/* Unpacks src in the guest as dest_dir/top (top: a relative name, its
+ * missing directories made by the agent). */
+static int copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, const char *top,
+		   bl_error_t *err)
 {
-	if (!dest_dir || dest_dir[0] != '/')
-		return bl_set_error(err, BL_EINVAL,
-				    "copy in: the guest directory must be absolute");
-	struct stat st;
-	if (!src || lstat(src, &st) < 0)
-		return bl_set_error(err, BL_ENOTFOUND, "copy in: %s: %s", src ? src : "",
-				    strerror(errno));
-	const char *base = NULL;
-	_cleanup_free_ char *dir = dir_of(src, &base);
-	size_t strip = strlen(src) - strlen(base);
-	/* The container's own tar unpacks inside the container: its business. */
-	const char *const args[] = {"tar", "-C", dest_dir, "-xf", "-", NULL};
+	/* The agent's archiver unpacks it inside the container. */
+	const char *const args[] = {BL_AGENT_COPY_IN_PATH, dest_dir, NULL};
 	bl_process_options po = {.args = args, .stdin_open = true};
 	bl_process *p = NULL;
 	int r = bl_sandbox_exec(sb, &po, &p, err);
@@ -421,7 +441,7 @@ int bl_sandbox_copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, bl
 	if (archive_write_open(out, &w, NULL, proc_write, NULL) != ARCHIVE_OK)
 		r = bl_set_error(err, BL_ESYSTEM, "copy in: %s", archive_error_string(out) ?: "?");
 	if (r == 0)
-		r = write_tree(out, src, strip, err);
+		r = write_tree(out, src, top, err);
 	if (archive_write_close(out) != ARCHIVE_OK && r == 0)
 		r = bl_set_error(err, BL_EPROTO, "copy in: %s", archive_error_string(out) ?: "?");
 	archive_write_free(out);
@@ -442,8 +462,50 @@ int bl_sandbox_copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, bl
 	if (r == 0 && (wr < 0 || ex.status != 0)) {
 		bl_sanitize_text(msg, ml, false);
 		r = bl_set_error(err, BL_EPROTO,
-				 "copy in: the guest's tar failed (status %d)%s%.300s", ex.status,
-				 ml ? ": " : "", msg);
+				 "copy in: the guest's archiver failed (status %d)%s%.300s",
+				 ex.status, ml ? ": " : "", msg);
 	}
 	return r;
+}
+
+int bl_sandbox_copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, bl_error_t *err)
+{
+	if (!dest_dir || dest_dir[0] != '/')
+		return bl_set_error(err, BL_EINVAL,
+				    "copy in: the guest directory must be absolute");
+	struct stat st;
+	if (!src || lstat(src, &st) < 0)
+		return bl_set_error(err, BL_ENOTFOUND, "copy in: %s: %s", src ? src : "",
+				    strerror(errno));
+	const char *base = NULL;
+	_cleanup_free_ char *dir = dir_of(src, &base);
+	_cleanup_free_ char *top = bl_strdup(base);
+	top[strcspn(top, "/")] = '\0';
+	if (!top[0] || !strcmp(top, ".") || !strcmp(top, ".."))
+		return bl_set_error(err, BL_EINVAL, "copy in: %s names no file", src);
+	/* write_tree renames from src as given, minus trailing slashes */
+	_cleanup_free_ char *clean = bl_strdup(src);
+	for (size_t n = strlen(clean); n > 1 && clean[n - 1] == '/';)
+		clean[--n] = '\0';
+	return copy_in(sb, clean, dest_dir, top, err);
+}
+
+int bl_sandbox_copy_in_as(bl_sandbox *sb, const char *src, const char *guest_path, bl_error_t *err)
+{
+	if (!guest_path || guest_path[0] != '/')
+		return bl_set_error(err, BL_EINVAL, "copy in: the guest path must be absolute");
+	struct stat st;
+	if (!src || lstat(src, &st) < 0)
+		return bl_set_error(err, BL_ENOTFOUND, "copy in: %s: %s", src ? src : "",
+				    strerror(errno));
+	const char *base = NULL;
+	_cleanup_free_ char *dir = dir_of(guest_path, &base);
+	_cleanup_free_ char *top = bl_strdup(base);
+	top[strcspn(top, "/")] = '\0';
+	if (!top[0] || !strcmp(top, ".") || !strcmp(top, ".."))
+		return bl_set_error(err, BL_EINVAL, "copy in: %s names no file", guest_path);
+	_cleanup_free_ char *clean = bl_strdup(src);
+	for (size_t n = strlen(clean); n > 1 && clean[n - 1] == '/';)
+		clean[--n] = '\0';
+	return copy_in(sb, clean, dir, top, err);
 }

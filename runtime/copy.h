@@ -3,7 +3,8 @@
  * root, under the image-layer rules: every entry under one named top entry,
  * no absolute names or "..", regular files, directories and symlinks only
  * (no device nodes, FIFOs, sockets, hard links), no setuid/setgid/sticky
- * bits, symlinks that stay inside the copied tree, nothing created through a
+ * bits, symlinks only when they stay inside the copied tree (others are
+ * left out, with a warning), nothing created through a
  * symlink or over an existing entry, byte and entry limits; everything lands
  * in a fresh temporary directory of the destination and only a complete
  * copy is renamed into place (never over an existing name).

@@ -86,6 +86,15 @@ def main():
         say("exec in %s: rc=%d out=%r err=%r" % (name, r.exit_code, r.stdout.decode(),
                                                  r.stderr.decode()))
     say("one state:", pb.ContainerState.Name(status(c1).state))
+    # A resize as kubelet does it (UpdateContainerResources -> the shim's
+    # Update): the container's own cgroup shows the new limits.
+    rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+        container_id=c1, linux=pb.LinuxContainerResources(
+            memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=50000)), timeout=T)
+    r = rt.ExecSync(pb.ExecSyncRequest(container_id=c1,
+                                       cmd=["sh", "-c", "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max"],
+                                       timeout=60), timeout=T)
+    say("one after update: rc=%d %r" % (r.exit_code, r.stdout.decode().split("\n")))
     # Pod members: one VM for the pod (counted by the caller while this runs).
     marker = os.environ.get("CRI_RUNNING_MARK")
     if marker:

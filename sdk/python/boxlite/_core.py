@@ -6,6 +6,7 @@ All functions here block; the async classes run them in threads.
 """
 
 import ctypes
+import os
 import threading
 
 from . import _ffi
@@ -182,6 +183,30 @@ class Sandbox:
         with self._cond:
             self._procs.add(p)
         return p
+
+    def copy_in_as(self, host_path, guest_path):
+        """host_path (not followed if a symlink) becomes guest_path."""
+        err = _ffi.BlError()
+        ptr = self._enter()
+        try:
+            r = self.lib.lib.bl_sandbox_copy_in_as(ptr, os.fsencode(host_path), guest_path.encode(),
+                                                  ctypes.byref(err))
+        finally:
+            self._leave()
+        if r < 0:
+            raise_call(err, self, "copy in")
+
+    def copy_out(self, guest_path, host_dir, max_bytes=0):
+        """guest_path becomes host_dir/BASENAME (max_bytes: 0 the default)."""
+        err = _ffi.BlError()
+        ptr = self._enter()
+        try:
+            r = self.lib.lib.bl_sandbox_copy_out_limit(ptr, guest_path.encode(), os.fsencode(host_dir),
+                                                      int(max_bytes), ctypes.byref(err))
+        finally:
+            self._leave()
+        if r < 0:
+            raise_call(err, self, "copy out")
 
     # ---------------------------------------------------------------- close
 

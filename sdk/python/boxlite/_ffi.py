@@ -174,6 +174,8 @@ class Library:
             "bl_process_wait": (ctypes.c_int, [P, ctypes.POINTER(Exit), E]),
             "bl_process_free": (None, [P]),
             "bl_sandbox_stop": (ctypes.c_int, [P, E]),
+            "bl_sandbox_copy_in_as": (ctypes.c_int, [P, ctypes.c_char_p, ctypes.c_char_p, E]),
+            "bl_sandbox_copy_out_limit": (ctypes.c_int, [P, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint64, E]),
             "bl_sandbox_cancel": (None, [P]),
             "bl_sandbox_destroy": (None, [P]),
             "bl_host_prepare": (ctypes.c_int, []),
