@@ -343,7 +343,11 @@ int bl_sandbox_copy_out_limit(bl_sandbox *sb, const char *path, const char *dest
 	}
 	int wr = bl_process_wait(p, &ex, &e2);
 	bl_process_free(p);
-	if (r == 0 && (wr < 0 || ex.status != 0)) {
+	/* The archiver's own failure (a missing path, say) explains an empty or
+	 * cut stream better than libarchive does: it wins, unless we killed it. */
+	bool ours = r < 0 && (ex.signal == SIGKILL || !err || strstr(err->msg, "cut off"));
+	if ((r == 0 && (wr < 0 || ex.status != 0)) || (r < 0 && wr == 0 && ex.status && !ours)) {
+		bl_error_clear(err);
 		bl_sanitize_text(msg, ml, false);
 		r = bl_set_error(err, BL_EPROTO,
 				 "copy out: the guest's archiver failed (status %d)%s%.300s",

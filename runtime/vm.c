@@ -53,6 +53,7 @@ struct bl_vm {
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 /* The guardian of this process's embedded VMs (start_guardian), -1 once gone. */
 static pid_t guardian_pid;
+static int guardian_wfd = -1; /* its pipe's write end (non-blocking) */
 static struct bl_vm *watch_list;
 
 /* ------------------------------------------------------------ console cap */
@@ -913,6 +914,7 @@ static void gc_dead_roots(const char *parent)
 static void embed_atexit(void)
 {
 	pthread_mutex_lock(&embed_lock);
+	pid_t guard = guardian_pid;
 	virDomainPtr *doms = NULL;
 	int n = embed_conn ? virConnectListAllDomains(embed_conn, &doms, 0) : 0;
 	for (int i = 0; i < n; i++) {
@@ -925,6 +927,16 @@ static void embed_atexit(void)
 	embed_conn = NULL;
 	if (embed_root)
 		(void)bl_rm_rf(embed_root, NULL);
+	/* Nothing is left for the guardian: let it end now, and reap it (no
+	 * zombie for a slow init), waiting a moment at most. */
+	if (guard > 0) {
+		guardian_pid = -1;
+		if (guardian_wfd >= 0)
+			close(guardian_wfd);
+		guardian_wfd = -1;
+		for (int i = 0; i < 200 && waitpid(guard, NULL, WNOHANG) == 0; i++)
+			usleep(5000);
+	}
 	pthread_mutex_unlock(&embed_lock);
 }
 
@@ -943,10 +955,18 @@ static const char embed_qemu_conf[] = "stdio_handler = \"file\"\n"
  * died with us. So the first embedded open forks a guardian that waits for
  * this process to end (EOF on a pipe whose only writer is us) and then
  * SIGKILLs every QEMU and virtiofsd whose command line names our root (after
- * a clean exit embed_atexit has destroyed them all and it finds none). The
- * process may have threads: between fork and _exit the guardian makes only
- * async-signal-safe calls and raw system calls, and formats by hand.
+ * a clean exit embed_atexit has destroyed them all and it finds none).
+ * virtiofsd is started with its socket as a descriptor, so its command line
+ * names only its shared directory: before each create the owner writes
+ * "source=DIR," down the pipe, and the guardian kills the virtiofsd naming
+ * any of the last GUARD_SHARES of those too. The process may have threads:
+ * between fork and _exit the guardian makes only async-signal-safe calls and
+ * raw system calls, and formats by hand.
  */
+#define GUARD_SHARES 128
+#define GUARD_LINE   512
+static char guard_shares[GUARD_SHARES][GUARD_LINE];
+static size_t guard_n_shares;
 static size_t guard_utoa(char *buf, unsigned long v)
 {
 	char tmp[24];
@@ -979,6 +999,55 @@ static bool guard_argv0_is(const char *cmd, size_t len, const char *prefix)
 		if (cmd[end++] == '/')
 			base = end;
 	return end - base >= plen && !strncmp(cmd + base, prefix, plen);
+}
+
+static bool guard_names_share(const char *cmd, size_t len)
+{
+	size_t n = guard_n_shares < GUARD_SHARES ? guard_n_shares : GUARD_SHARES;
+	for (size_t i = 0; i < n; i++)
+		if (guard_contains(cmd, len, guard_shares[i], strlen(guard_shares[i])))
+			return true;
+	return false;
+}
+
+/* Reads "source=DIR,\n" lines until EOF. */
+static void guard_listen(void)
+{
+	char buf[1024], line[GUARD_LINE];
+	size_t pos = 0;
+	bool overflow = false;
+	for (;;) {
+		ssize_t n = read(0, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] != '\n') {
+				if (pos < sizeof(line) - 1)
+					line[pos++] = buf[i];
+				else
+					overflow = true;
+				continue;
+			}
+			if (pos && !overflow) {
+				char *slot = guard_shares[guard_n_shares++ % GUARD_SHARES];
+				memcpy(slot, line, pos);
+				slot[pos] = '\0';
+			}
+			pos = 0;
+			overflow = false;
+		}
+	}
+}
+
+/* Before a create: the guardian learns the VM's shared directory. */
+static void guardian_note_share(const char *dir)
+{
+	char msg[GUARD_LINE];
+	int n = snprintf(msg, sizeof(msg), "source=%s,\n", dir);
+	if (guardian_wfd >= 0 && n > 0 && (size_t)n < sizeof(msg))
+		(void)!write(guardian_wfd, msg, (size_t)n); /* non-blocking: dropped if full */
 }
 
 static void guard_sweep(const char *root, size_t rlen)
@@ -1017,26 +1086,51 @@ static void guard_sweep(const char *root, size_t rlen)
 			close(fd);
 			if (len <= 0)
 				continue;
-			if ((guard_argv0_is(cmd, (size_t)len, "qemu-system") ||
-			     guard_argv0_is(cmd, (size_t)len, "virtiofsd")) &&
-			    guard_contains(cmd, (size_t)len, root, rlen))
+			bool qemu = guard_argv0_is(cmd, (size_t)len, "qemu-system");
+			bool fs = guard_argv0_is(cmd, (size_t)len, "virtiofsd");
+			if (((qemu || fs) && guard_contains(cmd, (size_t)len, root, rlen)) ||
+			    (fs && guard_names_share(cmd, (size_t)len)))
 				(void)kill((pid_t)pid, SIGKILL);
 		}
 	}
 	close(dfd);
 }
 
-/* The guardian's command line: not its owner's (ps, pgrep and the tests'
- * leak counts would see a second shim or monitor). Needs CAP_SYS_RESOURCE;
- * without it the owner's argv shows. */
-static char guard_cmdline[] = "boxlite-guard";
-
+/* The guardian's command line is not its owner's (ps, pgrep and leak
+ * counts would see a second shim or monitor): its copy of the argv area
+ * (arg_start..arg_end, fields 48-49 of /proc/self/stat) is overwritten. */
 static void guard_rename(void)
 {
-	(void)prctl(PR_SET_NAME, "boxlite-guard", 0, 0, 0);
-	if (prctl(PR_SET_MM, PR_SET_MM_ARG_START, (unsigned long)guard_cmdline, 0, 0) == 0)
-		(void)prctl(PR_SET_MM, PR_SET_MM_ARG_END,
-			    (unsigned long)(guard_cmdline + sizeof(guard_cmdline)), 0, 0);
+	static const char name[] = "boxlite-guard";
+	(void)prctl(PR_SET_NAME, name, 0, 0, 0);
+	char st[1024];
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return;
+	st[n] = '\0';
+	char *p = strrchr(st, ')');
+	if (!p || p[1] != ' ')
+		return;
+	p += 2;
+	unsigned long arg[2] = {0, 0};
+	for (int field = 3; *p && field <= 49; field++) {
+		unsigned long x = 0;
+		while (*p >= '0' && *p <= '9')
+			x = x * 10 + (unsigned long)(*p++ - '0');
+		if (field >= 48)
+			arg[field - 48] = x;
+		while (*p && *p != ' ')
+			p++;
+		if (*p == ' ')
+			p++;
+	}
+	if (!arg[0] || arg[1] < arg[0] + sizeof(name))
+		return;
+	memset((char *)arg[0], 0, arg[1] - arg[0]);
+	memcpy((char *)arg[0], name, sizeof(name));
 }
 
 static void start_guardian(const char *root)
@@ -1074,14 +1168,14 @@ static void start_guardian(const char *root)
 		if (null >= 0)
 			(void)dup2(null, 1), (void)dup2(null, 2);
 		(void)syscall(SYS_close_range, 3u, ~0u, 0u);
-		char c;
-		while (read(0, &c, 1) < 0 && errno == EINTR)
-			;
+		guard_listen();
 		guard_sweep(needle, rlen);
 		_exit(0);
 	}
-	/* The write end p[1] stays open, unused, for this process's whole life. */
+	/* The write end stays open for this process's whole life. */
 	close(p[0]);
+	(void)fcntl(p[1], F_SETFL, O_NONBLOCK);
+	guardian_wfd = p[1];
 	guardian_pid = pid;
 }
 
@@ -1308,6 +1402,8 @@ int bl_vm_start(bl_vm *vm, const bl_vm_config *cfg, bl_error_t *err)
 	}
 	bl_debug("libvirt: domain XML:\n%s", xml);
 	warn_kvm_node(cfg->accel);
+	for (size_t i = 0; vm->embedded && i < abs.n_shares; i++)
+		guardian_note_share(abs.shares[i].dir);
 	uint64_t t0 = bl_now_monotonic_ns();
 	/* A remote connection's AUTODESTROY ends the domain when we go away; the
 	 * embedded driver lacks it, and embed_atexit() destroys ours instead. */

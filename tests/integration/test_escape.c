@@ -834,7 +834,7 @@ static void test_cp_hostile_archive(void)
 	CU_ASSERT_EQUAL(tree_digest("/etc"), etc_before);
 
 	/* and in, with no tar in the image at all */
-	CU_ASSERT_EQUAL(exec_sh(sb, "rm -f /bin/tar; ! command -v tar"), 0);
+	CU_ASSERT_EQUAL(exec_sh(sb, "rm -f /bin/tar && test ! -e /bin/tar"), 0);
 	err = (bl_error_t)BL_ERROR_INIT;
 	CU_ASSERT_EQUAL(bl_sandbox_copy_in(sb, evil, "/tmp/in", &err), 0);
 	CU_ASSERT_EQUAL(exec_sh(sb, "cmp /tmp/in/evil.tar /evil.tar"), 0);
