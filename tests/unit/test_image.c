@@ -368,13 +368,11 @@ static void test_cache_hit(void)
 	/* A hit needs only index.json: without the blobs it still resolves. */
 	_cleanup_free_ char *blobs = bl_asprintf("%s/blobs", f.src);
 	CU_ASSERT_EQUAL(bl_rm_rf(blobs, NULL), 0);
-	uint64_t t0 = bl_now_monotonic_ns();
+	/* (No timing here: the machine is shared; the unpack count says it.) */
 	CU_ASSERT_EQUAL_FATAL(bl_image_resolve(f.src, f.store, &r2, &cfg, &err), 0);
-	uint64_t dt = bl_now_monotonic_ns() - t0;
 	CU_ASSERT_EQUAL(bl_image_unpack_count(), before + 1);
 	CU_ASSERT_STRING_EQUAL(r1, r2);
 	CU_ASSERT_PTR_NOT_NULL(cfg); /* stored config: "{}" */
-	CU_ASSERT_TRUE(dt < 50ull * 1000000);
 	fixture_free(&f);
 }
 
