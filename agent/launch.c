@@ -250,6 +250,10 @@ static void child_mounts(const agent_launch *l, int errfd)
 	CHECK(mount_at("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
 		       NULL) == 0,
 	      STEP_MOUNT_SYS);
+	/* The container's own cgroup (the root of its cgroup namespace),
+	 * read-only, as runc shows it on cgroup v2. */
+	(void)mount_at("cgroup2", "/sys/fs/cgroup", "cgroup2",
+		       MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
 	child_mask_paths(errfd);
 	if (l->readonly)
 		(void)mount_at("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,

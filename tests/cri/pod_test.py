@@ -91,10 +91,14 @@ def main():
     rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
         container_id=c1, linux=pb.LinuxContainerResources(
             memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=50000)), timeout=T)
-    r = rt.ExecSync(pb.ExecSyncRequest(container_id=c1,
-                                       cmd=["sh", "-c", "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max"],
-                                       timeout=60), timeout=T)
-    say("one after update: rc=%d %r" % (r.exit_code, r.stdout.decode().split("\n")))
+    # cgroup v2 (boxlite's guest) or v1 (runc on a v1 host): the same figures.
+    limits = ("if [ -r /sys/fs/cgroup/memory.max ]; then m=$(cat /sys/fs/cgroup/memory.max); "
+              "set -- $(cat /sys/fs/cgroup/cpu.max); q=$1 p=$2; else "
+              "m=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); "
+              "q=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); p=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us); "
+              "fi; echo memory=$m cpu=$q/$p")
+    r = rt.ExecSync(pb.ExecSyncRequest(container_id=c1, cmd=["sh", "-c", limits], timeout=60), timeout=T)
+    say("one after update: rc=%d %s%s" % (r.exit_code, r.stdout.decode().strip(), r.stderr.decode().strip()))
     # Pod members: one VM for the pod (counted by the caller while this runs).
     marker = os.environ.get("CRI_RUNNING_MARK")
     if marker:
