@@ -68,22 +68,23 @@ int bl_share_setup(bl_sandbox *sb, bl_error_t *err)
 static int bind_legacy(const char *src, const char *dst, bool readonly)
 {
 	unsigned long fl = MS_REMOUNT | MS_BIND | MS_NODEV | MS_NOSUID | (readonly ? MS_RDONLY : 0);
-	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0 ||
-	    mount(NULL, dst, NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount(NULL, dst, NULL, fl, NULL) < 0)
+	if (mount(src, dst, NULL, MS_BIND, NULL) < 0 ||
+	    mount(NULL, dst, NULL, MS_PRIVATE, NULL) < 0 || mount(NULL, dst, NULL, fl, NULL) < 0)
 		return -errno;
 	return 0;
 }
 
+/* Not recursive: only src's own mount, never what is mounted below it on
+ * the host (a /proc or /sys left mounted inside an image directory by a
+ * build, say, must not reach the guest). */
 int bl_share_bind(const char *src, const char *dst, bool readonly, bl_error_t *err)
 {
-	_cleanup_close_ int fd =
-	    open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	_cleanup_close_ int fd = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	struct mount_attr ma = {.attr_set = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID |
 					    (readonly ? MOUNT_ATTR_RDONLY : 0),
 				.propagation = MS_PRIVATE};
 	int r = 0;
-	if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0)
+	if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH, &ma, sizeof(ma)) < 0)
 		r = errno == ENOSYS ? bind_legacy(src, dst, readonly) : -errno;
 	else if (move_mount(fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		r = -errno;

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 
@@ -845,6 +846,41 @@ static void test_cp_hostile_archive(void)
 }
 
 /*
+ * A host mount below the image directory (a build that left /proc or /sys
+ * mounted inside a rootfs, say). Attack: the guest reads what is mounted
+ * there on the host. Must hold: the guest sees the image's own (empty)
+ * directory, not the host mount's files.
+ */
+static void test_host_submount_hidden(void)
+{
+	SKIP_UNLESS_ENV();
+	_cleanup_free_ char *mnt = bl_asprintf("%s/hostmnt", env.rootfs);
+	_cleanup_free_ char *secret = bl_asprintf("%s/secret", mnt);
+	CU_ASSERT_EQUAL_FATAL(mkdir(mnt, 0755), 0);
+	BL_SKIP_UNLESS(mount("tmpfs", mnt, "tmpfs", 0, "size=64k") == 0, "cannot mount a tmpfs");
+	CU_ASSERT_EQUAL(bl_write_file(secret, "host secret\n", 12, 0644, NULL), 0);
+	const char *const args[] = {"sh", "-c", "ls -A /hostmnt; cat /hostmnt/secret 2>&1", NULL};
+	bl_sandbox_options o = sb_opts(args);
+	bl_error_t err = BL_ERROR_INIT;
+	bl_sandbox *sb = NULL;
+	bl_process *p = NULL;
+	bl_exit ex = {0};
+	_cleanup_free_ char *out = NULL;
+	if (bl_sandbox_create(&o, &sb, &err) == 0 && bl_sandbox_start(sb, &p, &err) == 0) {
+		out = sb_read_all(p, 1);
+		(void)bl_process_wait(p, &ex, &err);
+	}
+	printf("\n  the guest sees: %s", out ? out : "(nothing)\n");
+	CU_ASSERT_PTR_NOT_NULL(out);
+	CU_ASSERT(out && !strstr(out, "host secret"));
+	bl_process_free(p);
+	bl_sandbox_destroy(sb);
+	(void)umount2(mnt, MNT_DETACH);
+	(void)rmdir(mnt);
+	sb_assert_clean();
+}
+
+/*
  * Finding 8, the OCI door (the shim's containers bring their own profile):
  * a container created from a spec whose linux.seccomp refuses mkdir with
  * EACCES (errno 13), as a shim would pass it (ignore_lsm). Must hold: mkdir
@@ -1006,6 +1042,7 @@ int main(void)
 	    {"qemu_killed", test_qemu_killed},
 	    {"console_flood_bounded", test_console_flood_bounded},
 	    {"cp_hostile_archive", test_cp_hostile_archive},
+	    {"host_submount_hidden", test_host_submount_hidden},
 	    {"spec_seccomp", test_spec_seccomp},
 	    {"qemu_uids", test_qemu_uids},
 	    {NULL, NULL},
