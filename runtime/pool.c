@@ -387,7 +387,8 @@ static void boot_one(pool *p, unsigned *failures)
 	p->n_booting--;
 	if (r < 0) {
 		p->failed++;
-		snprintf(p->last_error, sizeof(p->last_error), "%s", err.msg);
+		snprintf(p->last_error, sizeof(p->last_error), "%.*s",
+			 (int)sizeof(p->last_error) - 1, err.msg);
 		bl_warn("pool: boot failed: %s", err.msg);
 		/* A host that cannot boot now is not hammered. */
 		unsigned secs = 1u << (*failures < 6 ? *failures : 6);
