@@ -592,6 +592,13 @@ struct reader {
 	bool skipping; /* in an oversized line, until its newline */
 };
 
+static void too_big(mcp_server *srv)
+{
+	char msg[128];
+	snprintf(msg, sizeof(msg), "invalid request: message over %zu bytes", srv->cfg.max_message);
+	send_error(srv, NULL, E_REQUEST, msg);
+}
+
 static void feed_lines(mcp_server *srv, struct reader *rd)
 {
 	size_t start = 0;
@@ -601,7 +608,10 @@ static void feed_lines(mcp_server *srv, struct reader *rd)
 		size_t n = i - start;
 		if (!rd->skipping && n > 0 && rd->buf[start + n - 1] == '\r')
 			n--;
-		if (!rd->skipping && n > 0)
+		/* A whole line over the limit can arrive in one read, too. */
+		if (!rd->skipping && n > srv->cfg.max_message)
+			too_big(srv);
+		else if (!rd->skipping && n > 0)
 			handle_line(srv, rd->buf + start, n);
 		rd->skipping = false;
 		start = i + 1;
@@ -609,12 +619,8 @@ static void feed_lines(mcp_server *srv, struct reader *rd)
 	memmove(rd->buf, rd->buf + start, rd->len - start);
 	rd->len -= start;
 	if (rd->len > srv->cfg.max_message) {
-		if (!rd->skipping) {
-			char msg[128];
-			snprintf(msg, sizeof(msg), "invalid request: message over %zu bytes",
-				 srv->cfg.max_message);
-			send_error(srv, NULL, E_REQUEST, msg);
-		}
+		if (!rd->skipping)
+			too_big(srv);
 		rd->skipping = true;
 		rd->len = 0;
 	}
