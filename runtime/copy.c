@@ -472,44 +472,46 @@ static int copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, const 
 	return r;
 }
 
-int bl_sandbox_copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, bl_error_t *err)
+/* The name under which guest_path's last component lands (no "." or ".."),
+ * and src without trailing slashes (as write_tree renames from it). */
+static int copy_in_names(const char *src, const char *guest_path, char **top, char **clean,
+			 bl_error_t *err)
 {
-	if (!dest_dir || dest_dir[0] != '/')
-		return bl_set_error(err, BL_EINVAL,
-				    "copy in: the guest directory must be absolute");
-	struct stat st;
-	if (!src || lstat(src, &st) < 0)
-		return bl_set_error(err, BL_ENOTFOUND, "copy in: %s: %s", src ? src : "",
-				    strerror(errno));
-	const char *base = NULL;
-	_cleanup_free_ char *dir = dir_of(src, &base);
-	_cleanup_free_ char *top = bl_strdup(base);
-	top[strcspn(top, "/")] = '\0';
-	if (!top[0] || !strcmp(top, ".") || !strcmp(top, ".."))
-		return bl_set_error(err, BL_EINVAL, "copy in: %s names no file", src);
-	/* write_tree renames from src as given, minus trailing slashes */
-	_cleanup_free_ char *clean = bl_strdup(src);
-	for (size_t n = strlen(clean); n > 1 && clean[n - 1] == '/';)
-		clean[--n] = '\0';
-	return copy_in(sb, clean, dest_dir, top, err);
-}
-
-int bl_sandbox_copy_in_as(bl_sandbox *sb, const char *src, const char *guest_path, bl_error_t *err)
-{
-	if (!guest_path || guest_path[0] != '/')
-		return bl_set_error(err, BL_EINVAL, "copy in: the guest path must be absolute");
 	struct stat st;
 	if (!src || lstat(src, &st) < 0)
 		return bl_set_error(err, BL_ENOTFOUND, "copy in: %s: %s", src ? src : "",
 				    strerror(errno));
 	const char *base = NULL;
 	_cleanup_free_ char *dir = dir_of(guest_path, &base);
-	_cleanup_free_ char *top = bl_strdup(base);
-	top[strcspn(top, "/")] = '\0';
-	if (!top[0] || !strcmp(top, ".") || !strcmp(top, ".."))
+	_cleanup_free_ char *t = bl_strdup(base);
+	t[strcspn(t, "/")] = '\0';
+	if (!t[0] || !strcmp(t, ".") || !strcmp(t, ".."))
 		return bl_set_error(err, BL_EINVAL, "copy in: %s names no file", guest_path);
-	_cleanup_free_ char *clean = bl_strdup(src);
-	for (size_t n = strlen(clean); n > 1 && clean[n - 1] == '/';)
-		clean[--n] = '\0';
-	return copy_in(sb, clean, dir, top, err);
+	char *c = bl_strdup(src);
+	for (size_t n = strlen(c); n > 1 && c[n - 1] == '/';)
+		c[--n] = '\0';
+	*top = steal_pointer(&t);
+	*clean = c;
+	return 0;
+}
+
+int bl_sandbox_copy_in(bl_sandbox *sb, const char *src, const char *dest_dir, bl_error_t *err)
+{
+	if (!dest_dir || dest_dir[0] != '/')
+		return bl_set_error(err, BL_EINVAL,
+				    "copy in: the guest directory must be absolute");
+	_cleanup_free_ char *top = NULL, *clean = NULL;
+	int r = copy_in_names(src, src, &top, &clean, err);
+	return r < 0 ? r : copy_in(sb, clean, dest_dir, top, err);
+}
+
+int bl_sandbox_copy_in_as(bl_sandbox *sb, const char *src, const char *guest_path, bl_error_t *err)
+{
+	if (!guest_path || guest_path[0] != '/')
+		return bl_set_error(err, BL_EINVAL, "copy in: the guest path must be absolute");
+	_cleanup_free_ char *top = NULL, *clean = NULL;
+	const char *base = NULL;
+	_cleanup_free_ char *dir = dir_of(guest_path, &base);
+	int r = copy_in_names(src, guest_path, &top, &clean, err);
+	return r < 0 ? r : copy_in(sb, clean, dir, top, err);
 }

@@ -6,7 +6,6 @@
  */
 #include "sandbox_env.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -351,30 +350,6 @@ static void test_dead_owner_gc(void)
 	sb_assert_clean();
 }
 
-/* QEMU or virtiofsd processes whose command line names needle. */
-static int vm_procs_naming(const char *needle)
-{
-	int n = 0;
-	_cleanup_closedir_ DIR *d = opendir("/proc");
-	struct dirent *de;
-	while (d && (de = readdir(d))) {
-		char path[300], buf[16384];
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
-		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-		if (len <= 0)
-			continue;
-		buf[len] = '\0';
-		bool vm = strstr(buf, "qemu-system") || strstr(buf, "virtiofsd");
-		for (ssize_t i = 0; i < len; i++)
-			buf[i] = buf[i] ? buf[i] : ' ';
-		n += vm && strstr(buf, needle);
-	}
-	return n;
-}
-
 /*
  * The owner killed mid-create. Attack (or accident): `boxlite run` is
  * SIGKILLed while libvirt is still starting its VM; QEMU sits paused (-S),
@@ -393,11 +368,12 @@ static void test_owner_killed_mid_create(void)
 			  &in, &out, &errf);
 	unsetenv("BOXLITE_RELEASE");
 	CU_ASSERT_FATAL(pid > 0);
-	/* Its embedded libvirt root is RUN_DIR/libvirt/<pid>. */
+	/* Its embedded libvirt root is RUN_DIR/libvirt/<pid>: only its QEMU's
+	 * command line names it. */
 	_cleanup_free_ char *needle = bl_asprintf("/libvirt/%d/", (int)pid);
 	int seen = 0;
 	for (int i = 0; i < 2400 && !seen; i++) {
-		seen = vm_procs_naming(needle);
+		seen = bl_test_count_procs(needle);
 		if (!seen)
 			usleep(50000);
 	}
@@ -406,7 +382,7 @@ static void test_owner_killed_mid_create(void)
 	(void)waitpid(pid, NULL, 0);
 	int left = -1;
 	for (int i = 0; i < 600 && left != 0; i++) {
-		left = vm_procs_naming(needle);
+		left = bl_test_count_procs(needle);
 		if (left)
 			usleep(100000);
 	}
